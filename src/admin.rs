@@ -1,0 +1,58 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/livez`.
+//! Bind it to loopback or a private interface; it has no authentication.
+
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+
+/// The admin HTTP app.
+pub struct AdminApp {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .header("x-content-type-options", "nosniff")
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return reply(
+                405,
+                "application/json",
+                br#"{"error":"method_not_allowed"}"#.to_vec(),
+            );
+        }
+        match req.uri.path() {
+            "/metrics" => reply(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            "/healthz" | "/readyz" => {
+                let (code, body) = self.health.readiness();
+                reply(code, "application/json", body)
+            }
+            "/livez" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
+            _ => reply(
+                404,
+                "application/json",
+                br#"{"error":"not_found"}"#.to_vec(),
+            ),
+        }
+    }
+}

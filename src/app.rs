@@ -1,0 +1,160 @@
+//! Builds the pingora server from a validated [`Config`] and runs it.
+
+use crate::admin::AdminApp;
+use crate::config::{Config, TlsMode};
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
+use crate::proxy::Bridge;
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why the server could not start (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tailnet(#[from] crate::tailnet::StartError),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::BuildError),
+    #[error(transparent)]
+    Metrics(#[from] crate::observe::metrics::MetricsError),
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("auth: {0}")]
+    Auth(&'static str),
+}
+
+/// Options from the command line that are not part of the config file.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Take over the listening sockets of a running instance (pingora graceful upgrade).
+    pub upgrade: bool,
+}
+
+/// Periodic reachability probes of every endpoint's upstream.
+struct Prober {
+    health: Arc<Health>,
+    config: Arc<Config>,
+}
+
+#[async_trait]
+impl BackgroundService for Prober {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.config.health.probe_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.health
+                        .probe_all(&self.config.endpoints, self.config.health.probe_timeout)
+                        .await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn server_conf(config: &Config) -> ServerConf {
+    let s = &config.server;
+    ServerConf {
+        threads: s.threads,
+        pid_file: s.pid_file.display().to_string(),
+        upgrade_sock: s.upgrade_sock.display().to_string(),
+        grace_period_seconds: Some(s.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
+        daemon: false,
+        ..ServerConf::default()
+    }
+}
+
+/// Build every service and run until a shutdown signal. Does not return on success.
+pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
+    let started = Instant::now();
+    // One rustls crypto provider for pingora and reqwest alike.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if config.auth.is_some() {
+        return Err(StartError::Auth(
+            "token validation is not available in this version; remove `auth` to run authless \
+             or upgrade tailbridge (refusing to serve without the configured authentication)",
+        ));
+    }
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new()?);
+    let connector = crate::tailnet::build(&config)?;
+    let health = Arc::new(Health {
+        connector: connector.clone(),
+        probes: Default::default(),
+        metrics: metrics.clone(),
+    });
+    let bridge = Bridge::new(&config, connector.clone(), health.clone(), metrics.clone())?;
+
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
+    server.bootstrap();
+
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, bridge, "tailbridge");
+    let listen = config.server.listen.to_string();
+    match &config.tls.mode {
+        TlsMode::Off => proxy.add_tcp(&listen),
+        TlsMode::Files {
+            cert_file,
+            key_file,
+        } => {
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate(
+                &cert_file.display().to_string(),
+                &key_file.display().to_string(),
+            )
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&listen, None, tls);
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(admin) = config.admin.listen {
+        let app = pingora::apps::http_app::HttpServer::new_app(AdminApp {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        });
+        let mut svc = pingora::services::listening::Service::new("tailbridge admin".into(), app);
+        svc.add_tcp(&admin.to_string());
+        server.add_service(svc);
+    }
+    server.add_service(background_service(
+        "upstream probes",
+        Prober {
+            health: health.clone(),
+            config: config.clone(),
+        },
+    ));
+
+    // Readiness is live; record the connector state once so the gauge exists from the start.
+    let _ = health.readiness();
+    metrics
+        .startup_seconds
+        .observe(started.elapsed().as_secs_f64());
+    log::info!(
+        "tailbridge {} listening on {}{} (tailnet mode {}, {} endpoint(s), auth {})",
+        env!("CARGO_PKG_VERSION"),
+        listen,
+        config
+            .admin
+            .listen
+            .map(|a| format!(", admin on {a}"))
+            .unwrap_or_default(),
+        config.tailnet.mode.as_str(),
+        config.endpoints.iter().filter(|e| e.enabled).count(),
+        if config.auth.is_some() { "on" } else { "off" },
+    );
+    if config.auth.is_none() {
+        log::warn!("no `auth` section: running authless, every client can reach every endpoint");
+    }
+    server.run_forever()
+}

@@ -1,0 +1,166 @@
+//! Command line: `tailbridge [--config PATH]`, `tailbridge check`, `tailbridge healthcheck`.
+
+use crate::config::{Config, TlsMode};
+use clap::{Parser, Subcommand};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default config path.
+pub const DEFAULT_CONFIG: &str = "/etc/tailbridge/config.yaml";
+/// Exit code for an invalid config or invalid usage (EX_USAGE-style, as linkerd does).
+pub const EXIT_CONFIG: i32 = 64;
+/// Exit code for a failed start.
+pub const EXIT_START: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tailbridge",
+    version,
+    about = "Expose private MCP servers on a Tailscale tailnet to Claude.ai, in one process"
+)]
+pub struct Cli {
+    /// Path of the YAML config file.
+    #[arg(short, long, global = true, default_value = DEFAULT_CONFIG, env = "TAILBRIDGE_CONFIG")]
+    pub config: PathBuf,
+    /// Log at debug level (RUST_LOG still wins).
+    #[arg(short, long, global = true)]
+    pub debug: bool,
+    /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    pub upgrade: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config, print a summary, exit 0 (valid) or 64 (invalid).
+    Check,
+    /// Probe a /healthz URL; exit 0 when it answers 200, 1 otherwise.
+    Healthcheck {
+        /// URL to probe (plain http).
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+}
+
+/// The summary `check` prints for a valid config.
+pub fn summary(config: &Config) -> String {
+    let mut s = String::new();
+    let tls = match &config.tls.mode {
+        TlsMode::Off => "plain HTTP".to_string(),
+        TlsMode::Files { cert_file, .. } => format!("TLS from {}", cert_file.display()),
+    };
+    s.push_str(&format!("listen  {} ({tls})\n", config.server.listen));
+    match config.admin.listen {
+        Some(a) => s.push_str(&format!("admin   {a} (/metrics, /healthz)\n")),
+        None => s.push_str("admin   off\n"),
+    }
+    s.push_str(&format!("tailnet {}", config.tailnet.mode.as_str()));
+    if config.tailnet.mode == crate::config::TailnetMode::Tsnet {
+        s.push_str(&format!(
+            " (hostname {}, state {})",
+            config.tailnet.hostname,
+            config.tailnet.state_dir.display()
+        ));
+    }
+    s.push('\n');
+    match &config.auth {
+        Some(a) => s.push_str(&format!(
+            "auth    introspection at {} (issuer {})\n",
+            a.introspection_url, a.issuer
+        )),
+        None => s.push_str("auth    off (authless)\n"),
+    }
+    if config.server.allowed_origins.is_empty() {
+        s.push_str("origins any\n");
+    } else {
+        s.push_str(&format!(
+            "origins {}\n",
+            config.server.allowed_origins.join(", ")
+        ));
+    }
+    s.push_str("endpoints:\n");
+    for ep in &config.endpoints {
+        s.push_str(&format!(
+            "  {:<24} -> {}{}{}\n",
+            ep.path,
+            ep.target,
+            if ep.enabled { "" } else { "  [disabled]" },
+            if ep.description.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", ep.description)
+            }
+        ));
+    }
+    s
+}
+
+/// Things a valid config may still need at run time, shown by `check` as warnings.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if config.tailnet.mode == crate::config::TailnetMode::Tsnet && !cfg!(feature = "tailscale") {
+        w.push(
+            "tailnet.mode tsnet needs a build with the `tailscale` feature (this one has none)"
+                .into(),
+        );
+    }
+    if config.auth.is_some() && config.tls.mode == TlsMode::Off {
+        w.push("auth is on but TLS is off: run behind a TLS-terminating proxy".into());
+    }
+    for (i, ep) in config.endpoints.iter().enumerate() {
+        if let Some(src) = &ep.upstream_token {
+            if let Err(e) = src.resolve() {
+                w.push(format!("endpoints[{i}].upstream_token: {e}"));
+            }
+        }
+    }
+    if let Some(a) = &config.auth {
+        if let Err(e) = a.client_secret.resolve() {
+            w.push(format!("auth.client_secret: {e}"));
+        }
+    }
+    w
+}
+
+/// Probe `url` with a plain HTTP/1.1 GET. Returns the status code.
+pub fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("bad --url {url}: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err("only http:// URLs can be probed (use the admin listener)".into());
+    }
+    let host = parsed.host_str().ok_or("--url has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolved to no address"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let path = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nUser-Agent: tailbridge-healthcheck\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
+}

@@ -1,0 +1,175 @@
+//! The serde mirror of the YAML file.
+//!
+//! Every struct here matches one YAML mapping, field for field. Unknown keys are captured in
+//! `unknown` (instead of `deny_unknown_fields`, which stops at the first one) so that
+//! validation can report every misspelt key at once, each with its field path.
+//! Nothing here interprets values: strings stay strings until `validate` turns them into
+//! real types.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Keys that serde did not recognise, by name.
+pub type Unknown = BTreeMap<String, serde_yaml::Value>;
+
+/// A duration written as seconds (`30`) or with a unit (`500ms`, `30s`, `5m`, `1h`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+/// A byte size written as bytes (`1048576`) or with a unit (`64KiB`, `4MiB`, `1MB`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: Option<RawServer>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub tailnet: Option<RawTailnet>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub log: Option<RawLog>,
+    #[serde(default)]
+    pub health: Option<RawHealth>,
+    #[serde(default)]
+    pub endpoints: Option<Vec<RawEndpoint>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub public_url: Option<String>,
+    pub threads: Option<usize>,
+    pub grace_period: Option<DurationValue>,
+    pub shutdown_timeout: Option<DurationValue>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTailnet {
+    pub mode: Option<String>,
+    pub hostname: Option<String>,
+    pub state_dir: Option<String>,
+    pub authkey_env: Option<String>,
+    pub authkey_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub control_url: Option<String>,
+    pub ephemeral: Option<bool>,
+    pub socks5: Option<RawSocks5>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSocks5 {
+    pub address: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAuth {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub introspection_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub resource_metadata_url: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub mode: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub hsts: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    pub max_request_body: Option<SizeValue>,
+    pub max_header_bytes: Option<SizeValue>,
+    pub max_headers: Option<usize>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+    pub access_log: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealth {
+    pub probe_interval: Option<DurationValue>,
+    pub probe_timeout: Option<DurationValue>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEndpoint {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub target: Option<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    pub upstream_token_env: Option<String>,
+    pub upstream_token_file: Option<String>,
+    pub timeouts: Option<RawTimeouts>,
+    pub tls_verify: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTimeouts {
+    pub connect: Option<DurationValue>,
+    pub first_byte: Option<DurationValue>,
+    pub idle: Option<DurationValue>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}

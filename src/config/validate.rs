@@ -1,0 +1,1045 @@
+//! Raw YAML → typed [`Config`], collecting every error with its field path.
+//!
+//! The rules are at least tsmcp's (listen is loopback or unspecified, at least one endpoint,
+//! paths start with `/` and are unique, targets are http(s) with a host, auth fields present
+//! when `auth` is) plus tailbridge's own. No rule panics on any input.
+
+use super::raw::*;
+use super::secrets::SecretSource;
+use super::units::{parse_duration, parse_size};
+use super::FieldError;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// Default main listener, as in tsmcp's examples.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8900";
+/// Default admin (metrics and health) listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default wait for the first response byte: tool calls can run for minutes.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default gap allowed between two reads of a response (SSE events): generous, so that
+/// quiet GET streams without keep-alive comments survive.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default cap on a request body (MCP JSON-RPC messages are small).
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 4 << 20;
+/// Default cap on the total size of request headers.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 << 10;
+/// Default cap on the number of request headers.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default grace period before a stopping server closes its listeners.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(0);
+/// Default time in-flight requests and streams get to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval between upstream reachability probes.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(15);
+/// Default HSTS value, the one the Caddy block set.
+pub const DEFAULT_HSTS: &str = "max-age=63072000; includeSubDomains; preload";
+
+/// Paths served by tailbridge itself; an endpoint may not shadow them.
+pub const RESERVED_PATHS: &[&str] = &[
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/.well-known",
+    "/authorize",
+    "/token",
+    "/register",
+];
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub admin: Admin,
+    pub tailnet: Tailnet,
+    pub auth: Option<Auth>,
+    pub tls: Tls,
+    pub limits: Limits,
+    pub log: Log,
+    pub health: Health,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Normalised origins (lower-case, no trailing slash). Empty = allow any.
+    pub allowed_origins: Vec<String>,
+    /// The public origin clients use, when it cannot be inferred from `Host`.
+    pub public_url: Option<Url>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// `None` when the admin listener is off (`admin.listen: ""`).
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailnetMode {
+    Tsnet,
+    Socks5,
+    Direct,
+}
+
+impl TailnetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TailnetMode::Tsnet => "tsnet",
+            TailnetMode::Socks5 => "socks5",
+            TailnetMode::Direct => "direct",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tailnet {
+    pub mode: TailnetMode,
+    pub hostname: String,
+    pub state_dir: PathBuf,
+    pub authkey: Option<SecretSource>,
+    pub client_secret: Option<SecretSource>,
+    pub tags: Vec<String>,
+    pub control_url: Option<Url>,
+    pub ephemeral: bool,
+    pub socks5: Option<Socks5>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Socks5 {
+    /// `host:port` of the SOCKS5 server.
+    pub address: String,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub issuer: Url,
+    pub audience: Url,
+    pub introspection_url: Url,
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    pub resource_metadata_url: Option<Url>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    Off,
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub mode: TlsMode,
+    /// `Strict-Transport-Security` value sent when TLS is on; `None` = not sent.
+    pub hsts: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_body: u64,
+    pub max_header_bytes: u64,
+    pub max_headers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    /// env_logger filter used when `RUST_LOG` is unset.
+    pub level: String,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Metric/log label: `name`, or the path without its leading `/`.
+    pub name: String,
+    /// Normalised prefix: starts with `/`, no trailing `/`, no empty or dot segments.
+    pub path: String,
+    pub target: Url,
+    /// Host from the target URL: used for dialing, `Host` and TLS SNI.
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// `host[:port]` as it goes into the upstream `Host` header.
+    pub authority: String,
+    pub description: String,
+    pub enabled: bool,
+    pub upstream_token: Option<SecretSource>,
+    pub timeouts: Timeouts,
+    pub tls_verify: bool,
+}
+
+/// Collects errors while walking the raw config.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, prefix: &str, unknown: &Unknown, known: &[&str]) {
+        for key in unknown.keys() {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            self.add(
+                path,
+                format!("unknown key (expected one of: {})", known.join(", ")),
+            );
+        }
+    }
+
+    fn duration(&mut self, path: &str, v: Option<&DurationValue>, default: Duration) -> Duration {
+        match v.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.add(path, e);
+                default
+            }
+        }
+    }
+
+    fn secret(
+        &mut self,
+        path: &str,
+        field: &str,
+        inline: Option<&String>,
+        env: Option<&String>,
+        file: Option<&String>,
+    ) -> Option<SecretSource> {
+        let mut found = Vec::new();
+        if let Some(v) = inline {
+            found.push(SecretSource::Inline(v.clone()));
+        }
+        if let Some(v) = env {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                self.add(
+                    format!("{path}.{field}_env"),
+                    "must be an environment variable name ([A-Za-z0-9_]+)",
+                );
+            }
+            found.push(SecretSource::Env(v.clone()));
+        }
+        if let Some(v) = file {
+            if v.is_empty() {
+                self.add(format!("{path}.{field}_file"), "must be a file path");
+            }
+            found.push(SecretSource::File(PathBuf::from(v)));
+        }
+        if found.len() > 1 {
+            let forms: Vec<String> = [
+                inline.map(|_| field.to_string()),
+                env.map(|_| format!("{field}_env")),
+                file.map(|_| format!("{field}_file")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            self.add(
+                format!("{path}.{field}"),
+                format!("give only one of {}", forms.join(", ")),
+            );
+        }
+        found.into_iter().next()
+    }
+}
+
+fn prefixed(prefix: &str, key: &str) -> String {
+    format!("{prefix}.{key}")
+}
+
+/// Validate a raw config. Returns every problem found, not only the first.
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
+    let mut e = Errors::default();
+    e.unknown(
+        "",
+        &raw.unknown,
+        &[
+            "server",
+            "admin",
+            "tailnet",
+            "auth",
+            "tls",
+            "limits",
+            "log",
+            "health",
+            "endpoints",
+        ],
+    );
+    let server = server(&mut e, raw.server.unwrap_or_default());
+    let admin = admin(&mut e, raw.admin.unwrap_or_default());
+    let tailnet = tailnet(&mut e, raw.tailnet);
+    let auth = raw.auth.and_then(|a| auth(&mut e, a));
+    let tls = tls(&mut e, raw.tls.unwrap_or_default());
+    let limits = limits(&mut e, raw.limits.unwrap_or_default());
+    let log = log(&mut e, raw.log.unwrap_or_default());
+    let health = health(&mut e, raw.health.unwrap_or_default());
+    let endpoints = endpoints(&mut e, raw.endpoints.unwrap_or_default());
+
+    if let (Some(admin_addr), listen) = (admin.listen, server.listen) {
+        if admin_addr == listen {
+            e.add("admin.listen", "must differ from server.listen");
+        }
+    }
+    if e.0.is_empty() {
+        Ok(Config {
+            server,
+            admin,
+            tailnet,
+            auth,
+            tls,
+            limits,
+            log,
+            health,
+            endpoints,
+        })
+    } else {
+        Err(e.0)
+    }
+}
+
+fn socket_addr(e: &mut Errors, path: &str, value: &str) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            e.add(
+                path,
+                format!("`{value}` is not an IP:port address (e.g. 0.0.0.0:8900 or [::1]:8900)"),
+            );
+            None
+        }
+    }
+}
+
+fn server(e: &mut Errors, raw: RawServer) -> Server {
+    e.unknown(
+        "server",
+        &raw.unknown,
+        &[
+            "listen",
+            "allowed_origins",
+            "public_url",
+            "threads",
+            "grace_period",
+            "shutdown_timeout",
+            "pid_file",
+            "upgrade_sock",
+        ],
+    );
+    let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let fallback: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8900));
+    let listen = match socket_addr(e, "server.listen", &listen_text) {
+        Some(a) if a.ip().is_loopback() || a.ip().is_unspecified() => a,
+        Some(_) => {
+            e.add(
+                "server.listen",
+                "must be a loopback (127.0.0.1, ::1) or unspecified (0.0.0.0, ::) address",
+            );
+            fallback
+        }
+        None => fallback,
+    };
+    let mut allowed_origins = Vec::new();
+    for (i, o) in raw.allowed_origins.unwrap_or_default().iter().enumerate() {
+        match normalise_origin(o) {
+            Some(n) => allowed_origins.push(n),
+            None => e.add(
+                format!("server.allowed_origins[{i}]"),
+                format!("`{o}` is not an origin (scheme://host[:port], no path)"),
+            ),
+        }
+    }
+    let public_url = raw.public_url.and_then(|u| match Url::parse(&u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            if url.path() != "/" || url.query().is_some() {
+                e.add(
+                    "server.public_url",
+                    "must be an origin without path or query (e.g. https://mcp.example.com)",
+                );
+            }
+            Some(url)
+        }
+        _ => {
+            e.add("server.public_url", format!("`{u}` is not an http(s) URL"));
+            None
+        }
+    });
+    let threads = raw.threads.unwrap_or(1);
+    if threads == 0 || threads > 256 {
+        e.add("server.threads", "must be between 1 and 256");
+    }
+    Server {
+        listen,
+        allowed_origins,
+        public_url,
+        threads,
+        grace_period: e.duration(
+            "server.grace_period",
+            raw.grace_period.as_ref(),
+            DEFAULT_GRACE_PERIOD,
+        ),
+        shutdown_timeout: e.duration(
+            "server.shutdown_timeout",
+            raw.shutdown_timeout.as_ref(),
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        ),
+        pid_file: PathBuf::from(
+            raw.pid_file
+                .unwrap_or_else(|| "/tmp/tailbridge.pid".to_string()),
+        ),
+        upgrade_sock: PathBuf::from(
+            raw.upgrade_sock
+                .unwrap_or_else(|| "/tmp/tailbridge_upgrade.sock".to_string()),
+        ),
+    }
+}
+
+/// Lower-case scheme and host, drop a trailing `/` and a default port.
+/// Returns `None` when `origin` is not `scheme://host[:port]`.
+pub fn normalise_origin(origin: &str) -> Option<String> {
+    let url = Url::parse(origin.trim()).ok()?;
+    let host = url.host_str()?;
+    if !(url.path() == "/" || url.path().is_empty())
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return None;
+    }
+    Some(match url.port() {
+        Some(p) => format!("{}://{}:{}", url.scheme(), host, p),
+        None => format!("{}://{}", url.scheme(), host),
+    })
+}
+
+fn admin(e: &mut Errors, raw: RawAdmin) -> Admin {
+    e.unknown("admin", &raw.unknown, &["listen"]);
+    let text = raw
+        .listen
+        .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
+    let listen = if text.is_empty() {
+        None
+    } else {
+        socket_addr(e, "admin.listen", &text)
+    };
+    Admin { listen }
+}
+
+fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
+    let present = raw.is_some();
+    let raw = raw.unwrap_or_default();
+    e.unknown(
+        "tailnet",
+        &raw.unknown,
+        &[
+            "mode",
+            "hostname",
+            "state_dir",
+            "authkey_env",
+            "authkey_file",
+            "client_secret_env",
+            "client_secret_file",
+            "tags",
+            "control_url",
+            "ephemeral",
+            "socks5",
+        ],
+    );
+    // A tsmcp config has no `mode`: it always ran an embedded node.
+    let mode = match raw.mode.as_deref() {
+        None if present => TailnetMode::Tsnet,
+        None => TailnetMode::Direct,
+        Some("tsnet") => TailnetMode::Tsnet,
+        Some("socks5") => TailnetMode::Socks5,
+        Some("direct") => TailnetMode::Direct,
+        Some(other) => {
+            e.add(
+                "tailnet.mode",
+                format!("`{other}` is not one of tsnet, socks5, direct"),
+            );
+            TailnetMode::Direct
+        }
+    };
+    let authkey = e.secret(
+        "tailnet",
+        "authkey",
+        None,
+        raw.authkey_env.as_ref(),
+        raw.authkey_file.as_ref(),
+    );
+    let client_secret = e.secret(
+        "tailnet",
+        "client_secret",
+        None,
+        raw.client_secret_env.as_ref(),
+        raw.client_secret_file.as_ref(),
+    );
+    let tags = raw.tags.unwrap_or_default();
+    for (i, t) in tags.iter().enumerate() {
+        let ok = t.strip_prefix("tag:").is_some_and(|n| {
+            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+        if !ok {
+            e.add(
+                format!("tailnet.tags[{i}]"),
+                format!("`{t}` is not a tag (tag:name, letters, digits and -)"),
+            );
+        }
+    }
+    let hostname = raw.hostname.unwrap_or_else(|| "tailbridge".to_string());
+    if hostname.is_empty()
+        || hostname.len() > 63
+        || !hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        e.add(
+            "tailnet.hostname",
+            "must be 1-63 letters, digits or - (a tailnet machine name)",
+        );
+    }
+    let control_url = raw.control_url.and_then(|u| match Url::parse(&u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Some(url)
+        }
+        _ => {
+            e.add(
+                "tailnet.control_url",
+                format!("`{u}` is not an http(s) URL"),
+            );
+            None
+        }
+    });
+    if mode == TailnetMode::Tsnet {
+        if raw.state_dir.is_none() {
+            e.add("tailnet.state_dir", "required when tailnet.mode is tsnet");
+        }
+        if client_secret.is_some() && tags.is_empty() {
+            e.add(
+                "tailnet.tags",
+                "required with tailnet.client_secret_*: an OAuth client can only create tagged nodes",
+            );
+        }
+        if authkey.is_some() && client_secret.is_some() {
+            e.add(
+                "tailnet",
+                "give either authkey_* or client_secret_*, not both",
+            );
+        }
+    }
+    let socks5 = raw.socks5.map(|s| socks5(e, s));
+    if mode == TailnetMode::Socks5 && socks5.is_none() {
+        e.add(
+            "tailnet.socks5.address",
+            "required when tailnet.mode is socks5",
+        );
+    }
+    Tailnet {
+        mode,
+        hostname,
+        state_dir: PathBuf::from(
+            raw.state_dir
+                .unwrap_or_else(|| "/var/lib/tailbridge/tsnet".to_string()),
+        ),
+        authkey,
+        client_secret,
+        tags,
+        control_url,
+        ephemeral: raw.ephemeral.unwrap_or(false),
+        socks5,
+    }
+}
+
+fn socks5(e: &mut Errors, raw: RawSocks5) -> Socks5 {
+    e.unknown(
+        "tailnet.socks5",
+        &raw.unknown,
+        &["address", "username", "password_env", "password_file"],
+    );
+    let address = raw.address.unwrap_or_default();
+    match split_host_port(&address) {
+        Some((_, port)) if port != 0 => {}
+        _ => e.add(
+            "tailnet.socks5.address",
+            format!("`{address}` is not host:port (e.g. 127.0.0.1:1055)"),
+        ),
+    }
+    let password = e.secret(
+        "tailnet.socks5",
+        "password",
+        None,
+        raw.password_env.as_ref(),
+        raw.password_file.as_ref(),
+    );
+    if password.is_some() != raw.username.is_some() {
+        e.add(
+            "tailnet.socks5",
+            "username and password_env/password_file go together",
+        );
+    }
+    Socks5 {
+        address,
+        username: raw.username,
+        password,
+    }
+}
+
+/// Split `host:port` or `[v6]:port`.
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+fn http_url(e: &mut Errors, path: &str, value: Option<String>) -> Option<Url> {
+    let Some(v) = value else {
+        e.add(path, "required when auth is present");
+        return None;
+    };
+    match Url::parse(&v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        Ok(_) => {
+            e.add(path, "scheme must be http or https, with a host");
+            None
+        }
+        Err(err) => {
+            e.add(path, format!("`{v}` is not a URL: {err}"));
+            None
+        }
+    }
+}
+
+fn auth(e: &mut Errors, raw: RawAuth) -> Option<Auth> {
+    e.unknown(
+        "auth",
+        &raw.unknown,
+        &[
+            "issuer",
+            "audience",
+            "introspection_url",
+            "client_id",
+            "client_secret",
+            "client_secret_env",
+            "client_secret_file",
+            "resource_metadata_url",
+        ],
+    );
+    let issuer = http_url(e, "auth.issuer", raw.issuer);
+    let audience = http_url(e, "auth.audience", raw.audience);
+    let introspection_url = http_url(e, "auth.introspection_url", raw.introspection_url);
+    let resource_metadata_url = match raw.resource_metadata_url {
+        None => None,
+        some => http_url(e, "auth.resource_metadata_url", some),
+    };
+    let client_id = match raw.client_id {
+        Some(id) if !id.trim().is_empty() => Some(id),
+        _ => {
+            e.add("auth.client_id", "required when auth is present");
+            None
+        }
+    };
+    let client_secret = e.secret(
+        "auth",
+        "client_secret",
+        raw.client_secret.as_ref(),
+        raw.client_secret_env.as_ref(),
+        raw.client_secret_file.as_ref(),
+    );
+    if client_secret.is_none() {
+        e.add(
+            "auth.client_secret",
+            "required when auth is present (client_secret, client_secret_env or client_secret_file)",
+        );
+    }
+    Some(Auth {
+        issuer: issuer?,
+        audience: audience?,
+        introspection_url: introspection_url?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        resource_metadata_url,
+    })
+}
+
+fn tls(e: &mut Errors, raw: RawTls) -> Tls {
+    e.unknown(
+        "tls",
+        &raw.unknown,
+        &["mode", "cert_file", "key_file", "hsts"],
+    );
+    let mode = match raw.mode.as_deref().unwrap_or("off") {
+        "off" => TlsMode::Off,
+        "files" => match (raw.cert_file, raw.key_file) {
+            (Some(c), Some(k)) => TlsMode::Files {
+                cert_file: PathBuf::from(c),
+                key_file: PathBuf::from(k),
+            },
+            (c, k) => {
+                if c.is_none() {
+                    e.add("tls.cert_file", "required when tls.mode is files");
+                }
+                if k.is_none() {
+                    e.add("tls.key_file", "required when tls.mode is files");
+                }
+                TlsMode::Off
+            }
+        },
+        other => {
+            e.add("tls.mode", format!("`{other}` is not one of off, files"));
+            TlsMode::Off
+        }
+    };
+    let hsts = match raw.hsts.as_deref() {
+        None => Some(DEFAULT_HSTS.to_string()),
+        Some("") | Some("off") => None,
+        Some(v) if v.chars().all(|c| c.is_ascii_graphic() || c == ' ') => Some(v.to_string()),
+        Some(_) => {
+            e.add("tls.hsts", "must be printable ASCII");
+            None
+        }
+    };
+    Tls { mode, hsts }
+}
+
+fn limits(e: &mut Errors, raw: RawLimits) -> Limits {
+    e.unknown(
+        "limits",
+        &raw.unknown,
+        &["max_request_body", "max_header_bytes", "max_headers"],
+    );
+    let mut size = |path: &str, v: Option<&SizeValue>, default: u64| match v.map(parse_size) {
+        None => default,
+        Some(Ok(0)) => {
+            e.add(path, "must be greater than 0");
+            default
+        }
+        Some(Ok(n)) => n,
+        Some(Err(err)) => {
+            e.add(path, err);
+            default
+        }
+    };
+    let max_request_body = size(
+        "limits.max_request_body",
+        raw.max_request_body.as_ref(),
+        DEFAULT_MAX_REQUEST_BODY,
+    );
+    let max_header_bytes = size(
+        "limits.max_header_bytes",
+        raw.max_header_bytes.as_ref(),
+        DEFAULT_MAX_HEADER_BYTES,
+    );
+    // Pingora itself refuses headers beyond 1 MiB and 256 fields.
+    if max_header_bytes > 1 << 20 {
+        e.add("limits.max_header_bytes", "must be at most 1MiB");
+    }
+    let max_headers = raw.max_headers.unwrap_or(DEFAULT_MAX_HEADERS);
+    if max_headers == 0 || max_headers > 256 {
+        e.add("limits.max_headers", "must be between 1 and 256");
+    }
+    Limits {
+        max_request_body,
+        max_header_bytes,
+        max_headers,
+    }
+}
+
+fn log(e: &mut Errors, raw: RawLog) -> Log {
+    e.unknown("log", &raw.unknown, &["format", "level", "access_log"]);
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            e.add("log.format", format!("`{other}` is not one of text, json"));
+            LogFormat::Text
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".to_string());
+    if level.trim().is_empty() {
+        e.add(
+            "log.level",
+            "must be an env_logger filter such as info or warn,tailbridge=debug",
+        );
+    }
+    Log {
+        format,
+        level,
+        access_log: raw.access_log.unwrap_or(true),
+    }
+}
+
+fn health(e: &mut Errors, raw: RawHealth) -> Health {
+    e.unknown("health", &raw.unknown, &["probe_interval", "probe_timeout"]);
+    let probe_interval = e.duration(
+        "health.probe_interval",
+        raw.probe_interval.as_ref(),
+        DEFAULT_PROBE_INTERVAL,
+    );
+    if probe_interval < Duration::from_secs(1) {
+        e.add("health.probe_interval", "must be at least 1s");
+    }
+    Health {
+        probe_interval,
+        probe_timeout: e.duration(
+            "health.probe_timeout",
+            raw.probe_timeout.as_ref(),
+            Duration::from_secs(3),
+        ),
+    }
+}
+
+/// Validate an endpoint path and return its normalised form (no trailing `/`).
+pub fn normalise_endpoint_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err("must start with /".into());
+    }
+    if path.contains(['?', '#']) {
+        return Err("must not contain ? or #".into());
+    }
+    if path
+        .chars()
+        .any(|c| c.is_ascii_control() || c == ' ' || c == '%')
+    {
+        return Err("must not contain spaces, control characters or percent-escapes".into());
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("must name at least one segment (`/` alone would catch every request)".into());
+    }
+    for seg in trimmed[1..].split('/') {
+        match seg {
+            "" => return Err("must not contain empty segments (//)".into()),
+            "." | ".." => return Err("must not contain . or .. segments".into()),
+            _ => {}
+        }
+    }
+    for reserved in RESERVED_PATHS {
+        if trimmed == *reserved || trimmed.starts_with(&format!("{reserved}/")) {
+            return Err(format!("collides with the built-in route {reserved}"));
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>) -> Vec<Endpoint> {
+    if raw.is_empty() {
+        e.add("endpoints", "at least one endpoint is required");
+    }
+    let mut paths = HashSet::new();
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, ep) in raw.into_iter().enumerate() {
+        let at = format!("endpoints[{i}]");
+        e.unknown(
+            &at,
+            &ep.unknown,
+            &[
+                "name",
+                "path",
+                "target",
+                "description",
+                "enabled",
+                "upstream_token_env",
+                "upstream_token_file",
+                "timeouts",
+                "tls_verify",
+            ],
+        );
+        let path = match ep.path.as_deref() {
+            None => {
+                e.add(prefixed(&at, "path"), "required");
+                None
+            }
+            Some(p) => match normalise_endpoint_path(p) {
+                Ok(n) => {
+                    if !paths.insert(n.clone()) {
+                        e.add(prefixed(&at, "path"), format!("duplicate path `{n}`"));
+                    }
+                    Some(n)
+                }
+                Err(msg) => {
+                    e.add(prefixed(&at, "path"), msg);
+                    None
+                }
+            },
+        };
+        let target = match ep.target.as_deref() {
+            None => {
+                e.add(prefixed(&at, "target"), "required");
+                None
+            }
+            Some(t) => target(e, &prefixed(&at, "target"), t),
+        };
+        let name = match (&ep.name, &path) {
+            (Some(n), _) => {
+                let ok = !n.is_empty()
+                    && n.len() <= 64
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+                if !ok {
+                    e.add(
+                        prefixed(&at, "name"),
+                        "must be 1-64 characters of letters, digits, - _ . /",
+                    );
+                }
+                Some(n.clone())
+            }
+            (None, Some(p)) => Some(p[1..].to_string()),
+            (None, None) => None,
+        };
+        if let Some(n) = &name {
+            if !names.insert(n.clone()) {
+                e.add(
+                    prefixed(&at, "name"),
+                    format!("duplicate endpoint name `{n}`"),
+                );
+            }
+        }
+        let upstream_token = e.secret(
+            &at,
+            "upstream_token",
+            None,
+            ep.upstream_token_env.as_ref(),
+            ep.upstream_token_file.as_ref(),
+        );
+        let t = ep.timeouts.unwrap_or_default();
+        let tp = prefixed(&at, "timeouts");
+        e.unknown(&tp, &t.unknown, &["connect", "first_byte", "idle"]);
+        let timeouts = Timeouts {
+            connect: e.duration(
+                &prefixed(&tp, "connect"),
+                t.connect.as_ref(),
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            first_byte: e.duration(
+                &prefixed(&tp, "first_byte"),
+                t.first_byte.as_ref(),
+                DEFAULT_FIRST_BYTE_TIMEOUT,
+            ),
+            idle: e.duration(
+                &prefixed(&tp, "idle"),
+                t.idle.as_ref(),
+                DEFAULT_IDLE_TIMEOUT,
+            ),
+        };
+        for (field, d) in [
+            ("connect", timeouts.connect),
+            ("first_byte", timeouts.first_byte),
+            ("idle", timeouts.idle),
+        ] {
+            if d.is_zero() {
+                e.add(prefixed(&tp, field), "must be greater than 0");
+            }
+        }
+        if let (Some(name), Some(path), Some((target, host, port, tls, authority))) =
+            (name, path, target)
+        {
+            out.push(Endpoint {
+                name,
+                path,
+                target,
+                host,
+                port,
+                tls,
+                authority,
+                description: ep.description.unwrap_or_default(),
+                enabled: ep.enabled.unwrap_or(true),
+                upstream_token,
+                timeouts,
+                tls_verify: ep.tls_verify.unwrap_or(true),
+            });
+        }
+    }
+    out
+}
+
+type Target = (Url, String, u16, bool, String);
+
+fn target(e: &mut Errors, path: &str, value: &str) -> Option<Target> {
+    let url = match Url::parse(value) {
+        Ok(u) => u,
+        Err(err) => {
+            e.add(path, format!("`{value}` is not a URL: {err}"));
+            return None;
+        }
+    };
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            e.add(path, format!("scheme must be http or https, not `{other}`"));
+            return None;
+        }
+    };
+    let Some(host) = url.host_str() else {
+        e.add(path, "must have a host");
+        return None;
+    };
+    if url.query().is_some() || url.fragment().is_some() {
+        e.add(path, "must not have a query or fragment");
+        return None;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        e.add(path, "must not carry credentials (use upstream_token_env)");
+        return None;
+    }
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let authority = match url.port() {
+        Some(p) if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()) => format!("[{host}]:{p}"),
+        Some(p) => format!("{host}:{p}"),
+        None if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()) => format!("[{host}]"),
+        None => host.clone(),
+    };
+    Some((url, host, port, tls, authority))
+}

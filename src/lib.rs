@@ -1,0 +1,22 @@
+//! tailbridge: a Pingora edge proxy that exposes private MCP servers on a Tailscale tailnet.
+//!
+//! Module map: [`config`] (YAML → validated config), [`proxy`] (the `ProxyHttp` phases,
+//! routing and header rules), [`tailnet`] (how bytes reach the tailnet), [`observe`]
+//! (metrics, access log, health), [`admin`] (metrics/health listener), [`app`] (wiring),
+//! [`cli`] (command line).
+#![deny(clippy::unwrap_used)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod observe;
+pub mod proxy;
+pub mod tailnet;
+
+/// Cargo features compiled in, for `tailbridge_build_info`.
+pub const FEATURES: &str = if cfg!(feature = "tailscale") {
+    "tailscale"
+} else {
+    "default"
+};

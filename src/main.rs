@@ -1,0 +1,66 @@
+//! Thin entry point: parse the command line, load the config, hand over to `app::run`.
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+use tailbridge::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_START};
+use tailbridge::config;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match args.command {
+        Some(Command::Healthcheck { url, timeout }) => {
+            match cli::probe(&url, Duration::from_secs(timeout.max(1))) {
+                Ok(200) => ExitCode::SUCCESS,
+                Ok(code) => {
+                    eprintln!("{url}: HTTP {code}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Check) => match config::load(&args.config) {
+            Ok(cfg) => {
+                print!("{}", cli::summary(&cfg));
+                for w in cli::warnings(&cfg) {
+                    println!("warning: {w}");
+                }
+                println!("{}: OK", args.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
+        None => {
+            let cfg = match config::load(&args.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            let level = if args.debug {
+                "debug"
+            } else {
+                cfg.log.level.as_str()
+            };
+            tailbridge::observe::logging::init(cfg.log.format, level);
+            let opts = tailbridge::app::RunOptions {
+                upgrade: args.upgrade,
+            };
+            match tailbridge::app::run(cfg, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("cannot start: {e}");
+                    eprintln!("error: cannot start: {e}");
+                    ExitCode::from(EXIT_START as u8)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! One access-log line per request, under the log target `tailbridge::access` (so
+//! `RUST_LOG=tailbridge::access=off` silences it). Text or JSON. Only the path is logged,
+//! never the query string (it may carry codes or tokens), headers or bodies.
+
+use crate::config::LogFormat;
+use serde::Serialize;
+
+/// The log target of access lines.
+pub const TARGET: &str = "tailbridge::access";
+
+/// What one access line records.
+#[derive(Debug, Serialize)]
+pub struct AccessRecord<'a> {
+    pub client: String,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub endpoint: &'a str,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub upstream: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<&'a str>,
+}
+
+impl AccessRecord<'_> {
+    /// Format the record as one line.
+    pub fn render(&self, format: LogFormat) -> String {
+        match format {
+            LogFormat::Json => serde_json::to_string(self).unwrap_or_default(),
+            LogFormat::Text => {
+                let mut s = format!(
+                    "{} \"{} {}\" {} {:.1}ms in={} out={} endpoint={} upstream={}",
+                    self.client,
+                    self.method,
+                    self.path,
+                    self.status,
+                    self.duration_ms,
+                    self.bytes_in,
+                    self.bytes_out,
+                    self.endpoint,
+                    self.upstream,
+                );
+                if let Some(r) = self.reason {
+                    s.push_str(" reason=");
+                    s.push_str(r);
+                }
+                if let Some(v) = self.sub {
+                    s.push_str(" sub=");
+                    s.push_str(v);
+                }
+                if let Some(v) = self.client_id {
+                    s.push_str(" client_id=");
+                    s.push_str(v);
+                }
+                s
+            }
+        }
+    }
+
+    /// Write the record to the access log.
+    pub fn emit(&self, format: LogFormat) {
+        if log::log_enabled!(target: TARGET, log::Level::Info) {
+            log::info!(target: TARGET, "{}", self.render(format));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_json() {
+        let r = AccessRecord {
+            client: "127.0.0.1".into(),
+            method: "POST",
+            path: "/mcp/a",
+            endpoint: "mcp/a",
+            status: 200,
+            duration_ms: 1.25,
+            bytes_in: 10,
+            bytes_out: 20,
+            upstream: "up:80",
+            reason: None,
+            sub: Some("123"),
+            client_id: None,
+        };
+        assert_eq!(
+            r.render(LogFormat::Text),
+            "127.0.0.1 \"POST /mcp/a\" 200 1.2ms in=10 out=20 endpoint=mcp/a upstream=up:80 sub=123"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.render(LogFormat::Json)).unwrap();
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["endpoint"], "mcp/a");
+        assert!(v.get("client_id").is_none());
+    }
+}

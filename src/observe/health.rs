@@ -1,0 +1,102 @@
+//! Health: liveness (`/livez`: the process serves) and readiness (`/healthz`, `/readyz`:
+//! the tailnet connector can dial), computed live on every request.
+//!
+//! The JSON keeps tsmcp's shape (`status`, `tsnet_connected`) and adds `mode`, `reasons`
+//! and the last probe result of each endpoint's upstream. An unreachable upstream is
+//! reported but does not make the bridge unready: restarting the bridge would not help it.
+
+use crate::config::Endpoint;
+use crate::observe::metrics::Metrics;
+use crate::tailnet::Connector;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Last known reachability of each endpoint's upstream.
+#[derive(Debug, Default)]
+pub struct ProbeResults {
+    by_endpoint: RwLock<BTreeMap<String, bool>>,
+}
+
+impl ProbeResults {
+    fn set(&self, endpoint: &str, up: bool) {
+        if let Ok(mut m) = self.by_endpoint.write() {
+            m.insert(endpoint.to_string(), up);
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, bool> {
+        self.by_endpoint
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Shared health state.
+#[derive(Debug)]
+pub struct Health {
+    pub connector: Arc<dyn Connector>,
+    pub probes: ProbeResults,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    status: &'a str,
+    tsnet_connected: bool,
+    mode: &'a str,
+    reasons: Vec<String>,
+    upstreams: BTreeMap<String, &'a str>,
+}
+
+impl Health {
+    /// Readiness: `(HTTP status, JSON body)`.
+    pub fn readiness(&self) -> (u16, Vec<u8>) {
+        let st = self.connector.status();
+        self.metrics
+            .tailnet_ready
+            .with_label_values(&[st.mode.as_str()])
+            .set(i64::from(st.ready));
+        let mut reasons = Vec::new();
+        if let Some(r) = &st.reason {
+            reasons.push(format!("tailnet: {r}"));
+        }
+        let upstreams: BTreeMap<String, &str> = self
+            .probes
+            .snapshot()
+            .into_iter()
+            .map(|(k, up)| {
+                if !up {
+                    reasons.push(format!("upstream {k} unreachable"));
+                }
+                (k, if up { "up" } else { "down" })
+            })
+            .collect();
+        let report = Report {
+            status: if st.ready { "ok" } else { "degraded" },
+            tsnet_connected: st.tsnet_connected,
+            mode: st.mode.as_str(),
+            reasons,
+            upstreams,
+        };
+        let code = if st.ready { 200 } else { 503 };
+        (code, serde_json::to_vec(&report).unwrap_or_default())
+    }
+
+    /// Probe every enabled endpoint's upstream once (a TCP dial through the connector).
+    pub async fn probe_all(&self, endpoints: &[Endpoint], timeout: Duration) {
+        for ep in endpoints.iter().filter(|e| e.enabled) {
+            let up = matches!(
+                tokio::time::timeout(timeout, self.connector.dial(&ep.host, ep.port)).await,
+                Ok(Ok(_))
+            );
+            self.probes.set(&ep.name, up);
+            self.metrics
+                .upstream_up
+                .with_label_values(&[&ep.name])
+                .set(i64::from(up));
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Every Prometheus metric tailbridge exports, defined once.
+//!
+//! Label values come only from bounded sets: configured endpoint names (or `-` for requests
+//! that matched none), method classes, status classes and fixed reason words. Never tokens,
+//! user ids or raw paths.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Request-duration buckets: from sub-millisecond JSON answers to multi-minute tool calls.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Connect-duration buckets.
+const CONNECT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The endpoint label for requests that matched no endpoint.
+pub const NO_ENDPOINT: &str = "-";
+
+/// All metrics, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub upstream_connect_seconds: HistogramVec,
+    pub upstream_connect_errors: IntCounterVec,
+    pub upstream_up: IntGaugeVec,
+    pub active_streams: IntGaugeVec,
+    pub active_requests: IntGauge,
+    pub request_bytes: IntCounterVec,
+    pub response_bytes: IntCounterVec,
+    pub rejections: IntCounterVec,
+    pub tailnet_ready: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub startup_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Why the metric registry could not be built (a programming error, reported at start).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_requests_total",
+                "Requests answered, by endpoint, method and status class.",
+            ),
+            &["endpoint", "method", "status_class"],
+        )?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tailbridge_request_duration_seconds",
+                "Time from request start to the end of the response (streams included).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["endpoint", "method"],
+        )?;
+        let upstream_connect_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tailbridge_upstream_connect_duration_seconds",
+                "Time to open a new upstream connection through the tailnet connector.",
+            )
+            .buckets(CONNECT_BUCKETS.to_vec()),
+            &["endpoint"],
+        )?;
+        let upstream_connect_errors = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_upstream_connect_errors_total",
+                "Failed upstream connection attempts, by endpoint and reason.",
+            ),
+            &["endpoint", "reason"],
+        )?;
+        let upstream_up = IntGaugeVec::new(
+            Opts::new(
+                "tailbridge_upstream_up",
+                "1 when the last reachability probe of the endpoint's upstream succeeded.",
+            ),
+            &["endpoint"],
+        )?;
+        let active_streams = IntGaugeVec::new(
+            Opts::new(
+                "tailbridge_active_streams",
+                "Server-sent event streams currently open, by endpoint.",
+            ),
+            &["endpoint"],
+        )?;
+        let active_requests = IntGauge::new(
+            "tailbridge_active_requests",
+            "Requests currently in flight on the main listener.",
+        )?;
+        let request_bytes = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_request_body_bytes_total",
+                "Request body bytes received from clients, by endpoint.",
+            ),
+            &["endpoint"],
+        )?;
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_response_body_bytes_total",
+                "Response body bytes sent to clients, by endpoint.",
+            ),
+            &["endpoint"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_rejections_total",
+                "Requests refused by tailbridge itself, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let tailnet_ready = IntGaugeVec::new(
+            Opts::new(
+                "tailbridge_tailnet_ready",
+                "1 when the tailnet connector can dial, by mode.",
+            ),
+            &["mode"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "tailbridge_build_info",
+                "Always 1; labels describe the build.",
+            ),
+            &["version", "features"],
+        )?;
+        let startup_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tailbridge_startup_duration_seconds",
+                "Time from process start until the listeners were set up.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        registry.register(Box::new(upstream_connect_seconds.clone()))?;
+        registry.register(Box::new(upstream_connect_errors.clone()))?;
+        registry.register(Box::new(upstream_up.clone()))?;
+        registry.register(Box::new(active_streams.clone()))?;
+        registry.register(Box::new(active_requests.clone()))?;
+        registry.register(Box::new(request_bytes.clone()))?;
+        registry.register(Box::new(response_bytes.clone()))?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(tailnet_ready.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(startup_seconds.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::FEATURES])
+            .set(1);
+        Ok(Metrics {
+            registry,
+            requests,
+            request_seconds,
+            upstream_connect_seconds,
+            upstream_connect_errors,
+            upstream_up,
+            active_streams,
+            active_requests,
+            request_bytes,
+            response_bytes,
+            rejections,
+            tailnet_ready,
+            build_info,
+            startup_seconds,
+        })
+    }
+
+    /// Pre-create the per-endpoint series so that dashboards show zeros, not gaps.
+    pub fn init_endpoint(&self, endpoint: &str) {
+        self.active_streams.with_label_values(&[endpoint]).set(0);
+        self.request_bytes.with_label_values(&[endpoint]);
+        self.response_bytes.with_label_values(&[endpoint]);
+        self.upstream_connect_seconds.with_label_values(&[endpoint]);
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+/// `1xx` … `5xx`, or `none` when no response was sent.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Method label from a bounded set.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::HEAD => "HEAD",
+        http::Method::PUT => "PUT",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_build_info_and_classes() {
+        let m = Metrics::new().unwrap();
+        m.init_endpoint("a");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("tailbridge_build_info{"));
+        assert!(text.contains("tailbridge_active_streams{endpoint=\"a\"} 0"));
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(0), "none");
+        assert_eq!(method_label(&http::Method::PATCH), "other");
+    }
+}

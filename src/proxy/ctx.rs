@@ -1,0 +1,39 @@
+//! Per-request state shared across the proxy phases.
+
+use super::respond::Rejection;
+use std::time::Instant;
+
+/// What the phases learn about one request.
+#[derive(Debug)]
+pub struct Ctx {
+    pub started: Instant,
+    /// Index of the matched endpoint.
+    pub endpoint: Option<usize>,
+    /// Path and query for the upstream request.
+    pub upstream_path: Option<String>,
+    /// Set when tailbridge refused or failed the request itself.
+    pub rejection: Option<Rejection>,
+    /// Set when the answer was a built-in route (health).
+    pub builtin: Option<&'static str>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// True while this response is an open event stream counted in `active_streams`.
+    pub stream_open: bool,
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx {
+            started: Instant::now(),
+            endpoint: None,
+            upstream_path: None,
+            rejection: None,
+            builtin: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            stream_open: false,
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! The pingora `ProxyHttp` implementation. Phases only dispatch; the decisions live in
+//! [`router`], [`headers`] and [`respond`].
+//!
+//! `request_filter` runs these steps in order; each returns `Some(..)` when it answered the
+//! request and `None` to let the next step look at it:
+//! 1. header limits (431)
+//! 2. built-in routes: `/healthz`, `/readyz`, `/livez`
+//! 3. route: normalise the path, longest segment-prefix match (400, 404)
+//! 4. method (405), origin (403), declared body size (413)
+
+pub mod ctx;
+pub mod headers;
+pub mod respond;
+pub mod router;
+
+use crate::config::secrets::Secret;
+use crate::config::{Config, Endpoint, TlsMode};
+use crate::observe::access_log::AccessRecord;
+use crate::observe::health::Health;
+use crate::observe::metrics::{method_label, status_class, Metrics, NO_ENDPOINT};
+use crate::tailnet::{is_deadline_error, Connector, EndpointDialer};
+use async_trait::async_trait;
+use bytes::Bytes;
+use ctx::Ctx;
+use headers::{Forwarding, UpstreamAuthorization};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use respond::Rejection;
+use router::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an idle upstream connection stays in its endpoint's pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One endpoint, ready to serve.
+#[derive(Debug)]
+struct Route {
+    ep: Endpoint,
+    peer: HttpPeer,
+    upstream_token: Option<Secret>,
+}
+
+/// The proxy: routing table, endpoints and shared services.
+pub struct Bridge {
+    router: Router,
+    routes: Vec<Route>,
+    allowed_origins: Vec<String>,
+    max_request_body: u64,
+    max_header_bytes: u64,
+    max_headers: usize,
+    hsts: Option<String>,
+    proto: &'static str,
+    auth_enabled: bool,
+    access_log: bool,
+    log_format: crate::config::LogFormat,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why the proxy could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("endpoints[{index}].upstream_token: {source}")]
+    UpstreamToken {
+        index: usize,
+        #[source]
+        source: crate::config::secrets::SecretError,
+    },
+}
+
+impl Bridge {
+    /// Build the proxy. Resolves upstream tokens now so that a missing secret stops start-up.
+    pub fn new(
+        config: &Config,
+        connector: Arc<dyn Connector>,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let mut routes = Vec::with_capacity(config.endpoints.len());
+        for (index, ep) in config.endpoints.iter().enumerate() {
+            let upstream_token = match &ep.upstream_token {
+                Some(src) => Some(
+                    src.resolve()
+                        .map_err(|source| BuildError::UpstreamToken { index, source })?,
+                ),
+                None => None,
+            };
+            metrics.init_endpoint(&ep.name);
+            routes.push(Route {
+                peer: peer_for(ep, index, connector.clone(), metrics.clone()),
+                ep: ep.clone(),
+                upstream_token,
+            });
+        }
+        let tls_on = config.tls.mode != TlsMode::Off;
+        Ok(Bridge {
+            router: Router::new(
+                config
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.path.as_str(), e.target.path())),
+            ),
+            routes,
+            allowed_origins: config.server.allowed_origins.clone(),
+            max_request_body: config.limits.max_request_body,
+            max_header_bytes: config.limits.max_header_bytes,
+            max_headers: config.limits.max_headers,
+            hsts: if tls_on {
+                config.tls.hsts.clone()
+            } else {
+                None
+            },
+            proto: if tls_on { "https" } else { "http" },
+            auth_enabled: config.auth.is_some(),
+            access_log: config.log.access_log,
+            log_format: config.log.format,
+            health,
+            metrics,
+        })
+    }
+
+    fn hsts(&self) -> Option<&str> {
+        self.hsts.as_deref()
+    }
+
+    /// Step 1: header count and size.
+    fn check_header_limits(&self, req: &RequestHeader) -> Option<Rejection> {
+        let count = req.headers.len();
+        let bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        (count > self.max_headers || bytes as u64 > self.max_header_bytes)
+            .then_some(Rejection::HeadersTooLarge)
+    }
+
+    /// Step 2: built-in routes.
+    fn builtin(&self, req: &RequestHeader) -> Option<(&'static str, u16, Vec<u8>)> {
+        match req.uri.path() {
+            "/healthz" | "/readyz" => {
+                let (code, body) = self.health.readiness();
+                Some(("health", code, body))
+            }
+            "/livez" => Some(("health", 200, br#"{"status":"ok"}"#.to_vec())),
+            _ => None,
+        }
+    }
+
+    /// Step 3: route the request; the endpoint index and upstream path go into `ctx`.
+    fn route(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Rejection> {
+        let raw = std::str::from_utf8(req.raw_path()).map_err(|_| Rejection::BadPath)?;
+        let m = self
+            .router
+            .route(raw)
+            .map_err(|_| Rejection::BadPath)?
+            .ok_or(Rejection::NotFound)?;
+        ctx.endpoint = Some(m.endpoint);
+        if !self.routes[m.endpoint].ep.enabled {
+            return Err(Rejection::EndpointDisabled);
+        }
+        ctx.upstream_path = Some(m.upstream_path_and_query);
+        Ok(())
+    }
+
+    /// Step 4: method, origin and declared body size.
+    fn admit(&self, req: &RequestHeader) -> Result<(), Rejection> {
+        use http::Method;
+        if !matches!(
+            req.method,
+            Method::GET | Method::POST | Method::DELETE | Method::OPTIONS
+        ) {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+            if !self.allowed_origins.is_empty() {
+                let ok = origin
+                    .to_str()
+                    .ok()
+                    .and_then(crate::config::validate::normalise_origin)
+                    .is_some_and(|o| self.allowed_origins.contains(&o));
+                if !ok {
+                    return Err(Rejection::OriginForbidden);
+                }
+            }
+        }
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_request_body) {
+            return Err(Rejection::BodyTooLarge);
+        }
+        Ok(())
+    }
+
+    fn endpoint_label<'a>(&'a self, ctx: &Ctx) -> &'a str {
+        ctx.endpoint
+            .map(|i| self.routes[i].ep.name.as_str())
+            .unwrap_or(NO_ENDPOINT)
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        why: Rejection,
+    ) -> pingora::Result<bool> {
+        ctx.rejection = Some(why);
+        ctx.status = why.status();
+        self.metrics
+            .rejections
+            .with_label_values(&[why.reason()])
+            .inc();
+        respond::reject(session, why, self.hsts()).await?;
+        Ok(true)
+    }
+}
+
+/// Build the pooled peer of one endpoint: its own pool (group key), SNI and `Host` from the
+/// target URL, and the tailnet connector as its L4 dialer.
+fn peer_for(
+    ep: &Endpoint,
+    index: usize,
+    connector: Arc<dyn Connector>,
+    metrics: Arc<Metrics>,
+) -> HttpPeer {
+    // The connector resolves the host itself; pingora only needs a placeholder that can
+    // never be dialed by accident.
+    let placeholder = SocketAddr::from(([0, 0, 0, 0], ep.port));
+    let mut peer = HttpPeer::new(placeholder, ep.tls, ep.host.clone());
+    peer.group_key = index as u64 + 1;
+    peer.options.verify_cert = ep.tls_verify;
+    peer.options.verify_hostname = ep.tls_verify;
+    peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    peer.options.custom_l4 = Some(Arc::new(EndpointDialer {
+        endpoint: Arc::from(ep.name.as_str()),
+        host: ep.host.clone(),
+        port: ep.port,
+        connect_timeout: ep.timeouts.connect,
+        first_byte_timeout: ep.timeouts.first_byte,
+        idle_timeout: ep.timeouts.idle,
+        connector,
+        metrics,
+    }));
+    peer
+}
+
+/// Map a proxy error to the refusal it stands for.
+fn classify(e: &Error) -> Option<Rejection> {
+    if let ErrorType::HTTPStatus(413) = e.etype() {
+        return Some(Rejection::BodyTooLarge);
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.cause.as_deref().map(|c| c as _);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if is_deadline_error(io) {
+                return Some(Rejection::UpstreamTimeout);
+            }
+        }
+        if let Some(pe) = c.downcast_ref::<Error>() {
+            if let Some(r) = classify(pe) {
+                return Some(r);
+            }
+        }
+        cause = c.source();
+    }
+    match e.etype() {
+        ErrorType::ConnectTimedout => Some(Rejection::UpstreamTimeout),
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::TLSHandshakeFailure => Some(Rejection::UpstreamUnreachable),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Some(Rejection::UpstreamTimeout),
+        _ if *e.esource() == pingora::ErrorSource::Upstream => Some(Rejection::UpstreamFailed),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Bridge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        self.metrics.active_requests.inc();
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        if let Some(why) = self.check_header_limits(session.req_header()) {
+            return self.refuse(session, ctx, why).await;
+        }
+        if let Some((name, code, body)) = self.builtin(session.req_header()) {
+            ctx.builtin = Some(name);
+            ctx.status = code;
+            let head = session.req_header().method == http::Method::GET
+                || session.req_header().method == http::Method::HEAD;
+            if !head {
+                return self.refuse(session, ctx, Rejection::MethodNotAllowed).await;
+            }
+            respond::send(
+                session,
+                code,
+                "application/json",
+                &[],
+                Bytes::from(body),
+                self.hsts(),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let admitted = self.route(req, ctx).and_then(|()| self.admit(req));
+        if let Err(why) = admitted {
+            return self.refuse(session, ctx, why).await;
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(b) = body {
+            ctx.bytes_in += b.len() as u64;
+            if ctx.bytes_in > self.max_request_body {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body exceeds limits.max_request_body",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let i = ctx
+            .endpoint
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint chosen"))?;
+        Ok(Box::new(self.routes[i].peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let route = ctx
+            .endpoint
+            .map(|i| &self.routes[i])
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint chosen"))?;
+        if let Some(p) = ctx.upstream_path.as_deref() {
+            upstream.set_raw_path(p.as_bytes())?;
+        }
+        let original_host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let fwd = Forwarding {
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            proto: self.proto,
+            original_host: original_host.as_deref(),
+        };
+        let authorization = match (&route.upstream_token, self.auth_enabled) {
+            (Some(t), _) => UpstreamAuthorization::Bearer(t.expose()),
+            (None, true) => UpstreamAuthorization::Strip,
+            (None, false) => UpstreamAuthorization::PassThrough,
+        };
+        headers::rewrite_request(upstream, &route.ep.authority, &fwd, authorization)
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.status = resp.status.as_u16();
+        headers::secure_response(resp, self.hsts())
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        if headers::is_event_stream(resp) && !ctx.stream_open {
+            ctx.stream_open = true;
+            self.metrics
+                .active_streams
+                .with_label_values(&[self.endpoint_label(ctx)])
+                .inc();
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<Duration>> {
+        if let Some(b) = body {
+            ctx.bytes_out += b.len() as u64;
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let why = classify(e);
+        let client_gone = matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+        ) && *e.esource() == pingora::ErrorSource::Downstream;
+        let code = match why {
+            _ if client_gone => 0,
+            Some(r) => r.status(),
+            None => 500,
+        };
+        if let Some(r) = why {
+            ctx.rejection = Some(r);
+            self.metrics
+                .rejections
+                .with_label_values(&[r.reason()])
+                .inc();
+        }
+        if code > 0 && session.response_written().is_none() {
+            ctx.status = code;
+            let sent = match why {
+                Some(r) => respond::reject(session, r, self.hsts()).await,
+                None => session.respond_error(code).await,
+            };
+            if let Err(err) = sent {
+                log::debug!("cannot send error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.metrics.active_requests.dec();
+        let endpoint = self.endpoint_label(ctx);
+        if ctx.stream_open {
+            self.metrics
+                .active_streams
+                .with_label_values(&[endpoint])
+                .dec();
+        }
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.status);
+        let method = method_label(&req.method);
+        let elapsed = ctx.started.elapsed();
+        if ctx.builtin.is_none() {
+            self.metrics
+                .requests
+                .with_label_values(&[endpoint, method, status_class(status)])
+                .inc();
+            self.metrics
+                .request_seconds
+                .with_label_values(&[endpoint, method])
+                .observe(elapsed.as_secs_f64());
+            if ctx.endpoint.is_some() {
+                self.metrics
+                    .request_bytes
+                    .with_label_values(&[endpoint])
+                    .inc_by(ctx.bytes_in);
+                self.metrics
+                    .response_bytes
+                    .with_label_values(&[endpoint])
+                    .inc_by(ctx.bytes_out);
+            }
+        }
+        if e.is_some() && ctx.rejection.is_none() {
+            log::debug!(
+                "request ended with error: {}",
+                e.map(|e| e.to_string()).unwrap_or_default()
+            );
+        }
+        if self.access_log {
+            let upstream = ctx
+                .endpoint
+                .filter(|_| ctx.rejection.is_none() || ctx.upstream_path.is_some())
+                .map(|i| self.routes[i].ep.authority.as_str())
+                .unwrap_or("-");
+            AccessRecord {
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                endpoint,
+                status,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                bytes_in: ctx.bytes_in,
+                bytes_out: ctx.bytes_out,
+                upstream,
+                reason: ctx.rejection.map(Rejection::reason),
+                sub: None,
+                client_id: None,
+            }
+            .emit(self.log_format);
+        }
+    }
+}

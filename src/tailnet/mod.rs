@@ -1,0 +1,165 @@
+//! The tailnet connector: how bytes reach upstreams and the IdP.
+//!
+//! The proxy never knows how a connection is made. Each endpoint gets an [`EndpointDialer`]
+//! that pingora calls through `PeerOptions.custom_l4`; the dialer asks the configured
+//! [`Connector`] for a stream to `host:port`. Name resolution is the connector's job, so
+//! MagicDNS names resolve where they can (the host resolver in `direct` mode, the proxy in
+//! `socks5` mode, the embedded node in `tsnet` mode).
+
+mod deadline;
+pub mod direct;
+
+pub use deadline::{is_deadline_error, DeadlineStream, TailnetConn};
+
+use crate::config::{Config, TailnetMode};
+use crate::observe::metrics::Metrics;
+use async_trait::async_trait;
+use pingora::protocols::l4::socket::SocketAddr as PingoraSocketAddr;
+use pingora::protocols::l4::stream::Stream;
+use pingora::protocols::l4::virt::VirtualSocketStream;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a dial failed. Each variant is also a bounded metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host} resolved to no address")]
+    NoAddress { host: String },
+    #[error("connect to {target} timed out after {timeout:?}")]
+    Timeout { target: String, timeout: Duration },
+    #[error("connect to {target} failed: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tailnet is not available: {reason}")]
+    Unavailable { reason: &'static str },
+}
+
+impl DialError {
+    /// The metric label for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DialError::Resolve { .. } | DialError::NoAddress { .. } => "resolve",
+            DialError::Timeout { .. } => "timeout",
+            DialError::Connect { .. } => "refused",
+            DialError::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+/// A live view of the connector, for `/healthz` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailnetStatus {
+    pub mode: TailnetMode,
+    /// True when the connector can dial right now.
+    pub ready: bool,
+    /// True only for an embedded node that is connected to the tailnet.
+    pub tsnet_connected: bool,
+    /// Why the connector is not ready, when it is not.
+    pub reason: Option<String>,
+}
+
+/// A way to reach the tailnet.
+#[async_trait]
+pub trait Connector: Send + Sync + fmt::Debug {
+    /// Open a byte stream to `host:port`, resolving `host` the connector's way.
+    /// The returned stream is a plain socket-like stream; TLS is layered on top by pingora.
+    async fn dial(&self, host: &str, port: u16) -> Result<Box<dyn TailnetConn>, DialError>;
+
+    /// The connector's state now (cheap; called on every `/healthz`).
+    fn status(&self) -> TailnetStatus;
+}
+
+/// Build the connector for `config.tailnet.mode`.
+pub fn build(config: &Config) -> Result<Arc<dyn Connector>, StartError> {
+    match config.tailnet.mode {
+        TailnetMode::Direct => Ok(Arc::new(direct::Direct::new())),
+        TailnetMode::Socks5 => Err(StartError::ModeUnavailable {
+            mode: "socks5",
+            why: "socks5 mode is not available in this version",
+        }),
+        TailnetMode::Tsnet => Err(StartError::ModeUnavailable {
+            mode: "tsnet",
+            why: "the embedded tailnet node is not available in this build (build with --features tailscale)",
+        }),
+    }
+}
+
+/// Why the tailnet connector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("tailnet.mode {mode}: {why}")]
+    ModeUnavailable {
+        mode: &'static str,
+        why: &'static str,
+    },
+}
+
+/// Dials one endpoint's upstream for pingora (`PeerOptions.custom_l4`).
+///
+/// The address pingora passes in is a placeholder: the real destination is the endpoint's
+/// host and port, resolved by the connector.
+#[derive(Debug)]
+pub struct EndpointDialer {
+    pub endpoint: Arc<str>,
+    pub host: String,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connector: Arc<dyn Connector>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl pingora::connectors::L4Connect for EndpointDialer {
+    async fn connect(&self, _placeholder: &PingoraSocketAddr) -> pingora::Result<Stream> {
+        let started = Instant::now();
+        let dialed = tokio::time::timeout(
+            self.connect_timeout,
+            self.connector.dial(&self.host, self.port),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(DialError::Timeout {
+                target: format!("{}:{}", self.host, self.port),
+                timeout: self.connect_timeout,
+            })
+        });
+        self.metrics
+            .upstream_connect_seconds
+            .with_label_values(&[&self.endpoint])
+            .observe(started.elapsed().as_secs_f64());
+        match dialed {
+            Ok(conn) => {
+                let _ = conn.set_nodelay();
+                let timed = DeadlineStream::new(conn, self.first_byte_timeout, self.idle_timeout);
+                Ok(Stream::from(VirtualSocketStream::new(Box::new(timed))))
+            }
+            Err(e) => {
+                self.metrics
+                    .upstream_connect_errors
+                    .with_label_values(&[&self.endpoint, e.reason()])
+                    .inc();
+                let etype = match e {
+                    DialError::Timeout { .. } => pingora::ErrorType::ConnectTimedout,
+                    DialError::Connect { .. } => pingora::ErrorType::ConnectRefused,
+                    DialError::Resolve { .. } | DialError::NoAddress { .. } => {
+                        pingora::ErrorType::ConnectNoRoute
+                    }
+                    DialError::Unavailable { .. } => pingora::ErrorType::ConnectError,
+                };
+                Err(pingora::Error::explain(etype, e.to_string()))
+            }
+        }
+    }
+}
