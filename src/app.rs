@@ -57,6 +57,38 @@ impl BackgroundService for Prober {
     }
 }
 
+/// After a shutdown signal, exits as soon as no request is in flight, instead of always
+/// waiting out pingora's full grace period. Streams still open keep the process alive until
+/// they end or the grace period runs out.
+struct Drain {
+    metrics: Arc<Metrics>,
+}
+
+/// How often the drain watcher looks at the in-flight count.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        log::info!(
+            "shutting down: draining {} request(s) in flight",
+            self.metrics.active_requests.get()
+        );
+        loop {
+            if self.metrics.active_requests.get() <= 0 {
+                log::info!("drained, exiting");
+                std::process::exit(0);
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+}
+
 fn server_conf(config: &Config) -> ServerConf {
     let s = &config.server;
     ServerConf {
@@ -132,6 +164,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         Prober {
             health: health.clone(),
             config: config.clone(),
+        },
+    ));
+
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            metrics: metrics.clone(),
         },
     ));
 

@@ -31,10 +31,12 @@ pub const DEFAULT_MAX_REQUEST_BODY: u64 = 4 << 20;
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 << 10;
 /// Default cap on the number of request headers.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
-/// Default grace period before a stopping server closes its listeners.
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(0);
-/// Default time in-flight requests and streams get to finish at shutdown.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time in-flight requests and open streams get to finish after SIGTERM (or after a
+/// graceful upgrade handed the listeners to a new process). The process exits earlier as
+/// soon as nothing is in flight.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Default time the runtimes get to stop after the grace period.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default interval between upstream reachability probes.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(15);
 /// Default HSTS value, the one the Caddy block set.

@@ -149,7 +149,6 @@ impl VirtualSocket for DeadlineStream {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

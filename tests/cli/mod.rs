@@ -1,0 +1,111 @@
+//! The command line: check, exit codes, healthcheck, conf/ examples.
+
+use crate::common::*;
+
+#[test]
+fn check_accepts_every_shipped_config() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && !path.to_string_lossy().contains("alert")
+        {
+            let out = std::process::Command::new(bin())
+                .args(["check", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected at least three configs in conf/");
+}
+
+#[test]
+fn invalid_config_exits_64_with_every_error() {
+    let (code, _, err) = run_cli(
+        &["check"],
+        Some("server:\n  listen: \"8.8.8.8:80\"\nendpoints:\n  - path: nope\n    target: ftp://x\n  - path: /a\n    target: http://h\n    enabeld: true\n"),
+    );
+    assert_eq!(code, 64);
+    for needle in [
+        "server.listen: must be a loopback",
+        "endpoints[0].path: must start with /",
+        "endpoints[0].target: scheme must be http or https",
+        "endpoints[1].enabeld: unknown key",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    // Running (not only checking) refuses the same config with the same code.
+    let (code, _, err) = run_cli(&[], Some("endpoints: []\n"));
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("endpoints: at least one endpoint is required"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(&["check"], Some("server: [1, 2\n"));
+    assert_eq!(code, 64);
+    assert!(err.contains("invalid YAML"), "{err}");
+    let (code, _, err) = run_cli(
+        &["check"],
+        Some("endpoints:\n  - path: /a\n    target: http://h\n    enabled: maybe\n"),
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("endpoints[0].enabled"), "{err}");
+    let (code, _, err) = run_cli(&["check", "--config", "/nonexistent/tb.yaml"], None);
+    assert_eq!(code, 64);
+    assert!(err.contains("/nonexistent/tb.yaml"), "{err}");
+}
+
+#[test]
+fn auth_without_token_validation_refuses_to_start() {
+    let (code, _, err) = run_cli(
+        &[],
+        Some(&format!(
+            "server:\n  listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"\"\ntailnet:\n  mode: direct\nauth:\n  issuer: https://idp.example.ts.net\n  audience: https://mcp.example.com\n  introspection_url: https://idp.example.ts.net/introspect\n  client_id: c\n  client_secret: s\nendpoints:\n  - path: /a\n    target: http://127.0.0.1:1/\n",
+            free_port()
+        )),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refusing to serve"), "{err}");
+}
+
+#[tokio::test]
+async fn healthcheck_command() {
+    let up = Upstream::start().await;
+    let b = Bridge::start(
+        "",
+        &format!(
+            "tailnet:\n  mode: direct\nendpoints:\n  - path: /a\n    target: {}\n",
+            up.url("/")
+        ),
+    )
+    .await;
+    let ok = std::process::Command::new(bin())
+        .args(["healthcheck", "--url", &b.admin("/healthz")])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let bad = std::process::Command::new(bin())
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://127.0.0.1:{}/healthz", free_port()),
+        ])
+        .status()
+        .unwrap();
+    assert_eq!(bad.code(), Some(1));
+    let v = std::process::Command::new(bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
+}

@@ -1,0 +1,389 @@
+//! Helpers shared by the integration tests: a real HTTP upstream (hyper) that records what
+//! it receives, and the real tailbridge binary started on free loopback ports.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Upper bound for waits that only guard against a hang; never a performance assertion.
+pub const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Install the crypto provider reqwest needs (the crate is built without a default one).
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn client() -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HashMap<String, Vec<String>>,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+type SseSender = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+/// A real HTTP/1.1 upstream:
+/// - `.../sse` answers `text/event-stream` whose events the test pushes with [`Upstream::next_stream`];
+/// - `.../accepted` answers 202 with no body;
+/// - anything else answers JSON describing the request, with `Mcp-Session-Id: s-123`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    streams: Arc<Mutex<mpsc::UnboundedReceiver<SseSender>>>,
+    pub connections: Arc<Mutex<usize>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0usize));
+        let (stream_tx, stream_rx) = mpsc::unbounded_channel::<SseSender>();
+        let (s2, c2) = (seen.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                *c2.lock().unwrap() += 1;
+                let seen = s2.clone();
+                let stream_tx = stream_tx.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        let stream_tx = stream_tx.clone();
+                        async move { Ok::<_, Infallible>(answer(req, seen, stream_tx).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            streams: Arc::new(Mutex::new(stream_rx)),
+            connections,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
+    }
+
+    /// The event sender of the next SSE response the upstream opens.
+    pub async fn next_stream(&self) -> SseSender {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            if let Ok(tx) = self.streams.lock().unwrap().try_recv() {
+                return tx;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upstream never opened an SSE stream"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stream_tx: mpsc::UnboundedSender<SseSender>,
+) -> Response<BoxBody<Bytes, Infallible>> {
+    let method = req.method().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path_and_query: path_and_query.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    if path_and_query.contains("/sse") {
+        let (tx, rx) = mpsc::channel(16);
+        let _ = stream_tx.send(tx);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .header("mcp-session-id", "s-123")
+            .header("server", "upstream-test")
+            .body(BoxBody::new(body))
+            .unwrap();
+    }
+    if path_and_query.contains("/accepted") {
+        return Response::builder()
+            .status(202)
+            .body(BoxBody::new(Full::new(Bytes::new())))
+            .unwrap();
+    }
+    let doc = serde_json::json!({
+        "method": method,
+        "path": path_and_query,
+        "body_len": body.len(),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("mcp-session-id", "s-123")
+        .header("server", "upstream-test")
+        .body(BoxBody::new(Full::new(Bytes::from(doc.to_string()))))
+        .unwrap()
+}
+
+/// Send a raw HTTP/1.1 request (for targets a URL library would normalise) and return the
+/// status code.
+pub async fn raw_status(port: u16, request_line: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!("{request_line}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait until `/metrics` contains every needle (metrics are recorded in the logging phase,
+/// which runs after the client already has its response).
+pub async fn wait_for_metrics(b: &Bridge, needles: &[&str]) -> String {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let m = client()
+            .get(b.admin("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<&&str> = needles.iter().filter(|n| !m.contains(**n)).collect();
+        if missing.is_empty() {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {missing:?}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Send one SSE event.
+pub async fn send_event(tx: &SseSender, data: &str) {
+    tx.send(Ok(Frame::data(Bytes::from(format!("data: {data}\n\n")))))
+        .await
+        .expect("stream closed");
+}
+
+/// The tailbridge binary, started with a config written to a temp dir.
+pub struct Bridge {
+    pub child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tailbridge")
+}
+
+/// A fresh temp dir for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir =
+        std::env::temp_dir().join(format!("tailbridge-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Bridge {
+    /// Start tailbridge. `body` is the YAML after the `server:`/`admin:` sections, which this
+    /// function writes itself (free ports, pid and upgrade-socket paths in the temp dir).
+    pub async fn start(server_extra: &str, body: &str) -> Bridge {
+        Self::start_with_env(server_extra, body, &[]).await
+    }
+
+    pub async fn start_with_env(server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
+        let dir = temp_dir("bridge");
+        let port = free_port();
+        let admin_port = free_port();
+        let yaml = format!(
+            "server:\n  listen: \"127.0.0.1:{port}\"\n  pid_file: \"{d}/tb.pid\"\n  upgrade_sock: \"{d}/tb.sock\"\n  grace_period: 20s\n  shutdown_timeout: 1s\n{server_extra}admin:\n  listen: \"127.0.0.1:{admin_port}\"\n{body}",
+            d = dir.display()
+        );
+        let cfg = dir.join("config.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let log = dir.join("stderr.log");
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut b = Bridge {
+            child,
+            port,
+            admin_port,
+            dir,
+            log,
+        };
+        b.wait_ready().await;
+        b
+    }
+
+    async fn wait_ready(&mut self) {
+        let c = client();
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tailbridge exited early with {status}:\n{}", self.stderr());
+            }
+            if let Ok(r) = c.get(self.admin("/livez")).send().await {
+                if r.status() == 200 {
+                    if let Ok(r) = c.get(self.url("/livez")).send().await {
+                        if r.status() == 200 {
+                            return;
+                        }
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tailbridge never became ready:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the binary with `args` and a config text; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], config: Option<&str>) -> (i32, String, String) {
+    let dir = temp_dir("cli");
+    let mut cmd = Command::new(bin());
+    if let Some(text) = config {
+        let p = dir.join("config.yaml");
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        cmd.arg("--config").arg(p);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

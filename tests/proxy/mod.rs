@@ -1,0 +1,441 @@
+//! Routing, headers, limits, streaming, health and metrics through the running binary.
+
+use crate::common::*;
+use futures::StreamExt;
+
+fn endpoints(up: &Upstream) -> String {
+    format!(
+        concat!(
+            "tailnet:\n  mode: direct\nendpoints:\n",
+            "  - path: /mcp/a\n    target: {a}\n",
+            "  - path: /mcp/ab\n    target: {ab}\n",
+            "  - path: /mcp/off\n    target: {a}\n    enabled: false\n",
+            "  - path: /mcp/sse\n    target: {sse}\n",
+            "  - path: /mcp/dead\n    target: http://127.0.0.1:{dead}/mcp\n"
+        ),
+        a = up.url("/up/a"),
+        ab = up.url("/"),
+        sse = up.url("/sse"),
+        dead = free_port(),
+    )
+}
+
+async fn json(r: reqwest::Response) -> serde_json::Value {
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn routes_on_segment_boundaries_and_keeps_query() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let c = client();
+    let cases: &[(&str, Option<&str>)] = &[
+        ("/mcp/a", Some("/up/a")),
+        ("/mcp/a/", Some("/up/a")),
+        ("/mcp/a/x/y?q=1&r=%2F", Some("/up/a/x/y?q=1&r=%2F")),
+        ("/mcp//a", Some("/up/a")),
+        ("/mcp/z/../a", Some("/up/a")),
+        ("/mcp/a/b%2Fc", Some("/up/a/b%2Fc")),
+        ("/mcp/ab", Some("/")),
+        ("/mcp/ab/x", Some("/x")),
+        ("/mcp/abc", None),
+        ("/mcp/a%2Fb", None),
+        ("/other", None),
+    ];
+    for (path, want) in cases {
+        let r = c.post(b.url(path)).body("{}").send().await.unwrap();
+        match want {
+            Some(upstream_path) => {
+                assert_eq!(r.status(), 200, "{path}");
+                let v = json(r).await;
+                assert_eq!(v["path"], *upstream_path, "{path}");
+            }
+            None => {
+                assert_eq!(r.status(), 404, "{path}");
+                assert_eq!(r.headers()["content-type"], "application/json");
+                let v = json(r).await;
+                assert_eq!(v["error"], "not_found", "{path}");
+            }
+        }
+    }
+    // Disabled endpoints are 404 and never reach the upstream.
+    let before = up.seen().len();
+    let r = c.post(b.url("/mcp/off")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(up.seen().len(), before);
+    // A dot segment above the root is a bad request.
+    assert_eq!(raw_status(b.port, "GET /%2e%2e/mcp/a HTTP/1.1").await, 400);
+    assert_eq!(
+        raw_status(b.port, "GET /mcp/../../mcp/a HTTP/1.1").await,
+        400
+    );
+    // Encoded dot segments cannot climb out of a prefix into another endpoint.
+    assert_eq!(
+        raw_status(b.port, "GET /mcp/off/%2e%2e/a HTTP/1.1").await,
+        200
+    );
+    assert_eq!(
+        raw_status(b.port, "GET /mcp/a/%2E%2E/off HTTP/1.1").await,
+        404
+    );
+}
+
+#[tokio::test]
+async fn rewrites_request_and_response_headers() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let r = client()
+        .post(b.url("/mcp/a"))
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Forwarded", "for=6.6.6.6")
+        .header("X-Real-IP", "6.6.6.6")
+        .header("Connection", "keep-alive, X-Hop")
+        .header("X-Hop", "1")
+        .header("TE", "trailers")
+        .header("Mcp-Session-Id", "s-123")
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .header("Last-Event-ID", "7")
+        .header("Accept", "application/json, text/event-stream")
+        .header("Authorization", "Bearer client-secret-token")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        r.headers().get("server").is_none(),
+        "Server header must be removed"
+    );
+    assert!(
+        r.headers().get("strict-transport-security").is_none(),
+        "no HSTS without TLS"
+    );
+    assert_eq!(r.headers()["mcp-session-id"], "s-123");
+    let seen = up.last();
+    assert_eq!(seen.header("host"), Some(up.addr.to_string().as_str()));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.headers["x-forwarded-for"].len(), 1);
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(format!("127.0.0.1:{}", b.port).as_str())
+    );
+    for gone in ["forwarded", "x-real-ip", "x-hop", "te", "origin"] {
+        assert!(seen.header(gone).is_none(), "{gone} reached the upstream");
+    }
+    assert_eq!(seen.header("mcp-session-id"), Some("s-123"));
+    assert_eq!(seen.header("mcp-protocol-version"), Some("2025-11-25"));
+    assert_eq!(seen.header("last-event-id"), Some("7"));
+    assert_eq!(
+        seen.header("accept"),
+        Some("application/json, text/event-stream")
+    );
+    // Authless mode without an upstream token: the client's Authorization passes on.
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer client-secret-token")
+    );
+    assert_eq!(
+        &seen.body[..],
+        br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+    );
+}
+
+#[tokio::test]
+async fn upstream_token_replaces_authorization() {
+    let up = Upstream::start().await;
+    let dir = temp_dir("tok");
+    let tok = dir.join("token");
+    std::fs::write(&tok, "file-token\n").unwrap();
+    let body = format!(
+        "tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/env\n    target: {u}\n    upstream_token_env: TB_TEST_UPSTREAM\n  - path: /mcp/file\n    target: {u}\n    upstream_token_file: {f}\n",
+        u = up.url("/x"),
+        f = tok.display()
+    );
+    let b = Bridge::start_with_env("", &body, &[("TB_TEST_UPSTREAM", "env-token")]).await;
+    let c = client();
+    c.post(b.url("/mcp/env"))
+        .header("Authorization", "Bearer client")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.last().header("authorization"), Some("Bearer env-token"));
+    c.post(b.url("/mcp/file")).body("{}").send().await.unwrap();
+    assert_eq!(up.last().header("authorization"), Some("Bearer file-token"));
+}
+
+#[tokio::test]
+async fn refuses_bad_method_origin_and_size() {
+    let up = Upstream::start().await;
+    let extra = "  allowed_origins: [\"https://claude.ai\", \"https://claude.com\"]\n";
+    let body = format!(
+        "limits:\n  max_request_body: 1KiB\n  max_headers: 40\n{}",
+        endpoints(&up)
+    );
+    let b = Bridge::start(extra, &body).await;
+    let c = client();
+    let before = up.seen().len();
+
+    let r = c.put(b.url("/mcp/a")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, POST, DELETE, OPTIONS");
+
+    let r = c
+        .post(b.url("/mcp/a"))
+        .header("Origin", "https://evil.example")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(json(r).await["error"], "origin_forbidden");
+
+    let r = c
+        .post(b.url("/mcp/a"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    let mut req = c.post(b.url("/mcp/a")).body("{}");
+    for i in 0..50 {
+        req = req.header(format!("x-filler-{i}"), "y");
+    }
+    assert_eq!(req.send().await.unwrap().status(), 431);
+    assert_eq!(
+        up.seen().len(),
+        before,
+        "refused requests must not reach the upstream"
+    );
+
+    // Allowed origin (any case, trailing slash) and no origin both pass; Origin is not forwarded.
+    let r = c
+        .post(b.url("/mcp/a"))
+        .header("Origin", "HTTPS://Claude.AI/")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(up.last().header("origin").is_none());
+    let r = c
+        .post(b.url("/mcp/a"))
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().body.len(), 1024);
+}
+
+#[tokio::test]
+async fn streams_each_event_before_the_next_is_sent() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let r = client()
+        .get(b.url("/mcp/sse"))
+        .header("Accept", "text/event-stream")
+        .header("Accept-Encoding", "gzip, br")
+        .send();
+    let tx_fut = up.next_stream();
+    let (r, tx) = tokio::join!(r, async {
+        let tx = tx_fut.await;
+        // The response head goes out with the first event.
+        send_event(&tx, "first").await;
+        tx
+    });
+    let r = r.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert!(
+        r.headers().get("content-encoding").is_none(),
+        "event streams are never compressed"
+    );
+    assert_eq!(r.headers()["mcp-session-id"], "s-123");
+    let mut body = r.bytes_stream();
+    let mut received = String::new();
+    // Handshake: event N+1 is only sent after event N arrived through the proxy.
+    for i in 0..5 {
+        let want = if i == 0 {
+            "data: first\n\n".to_string()
+        } else {
+            format!("data: e{i}\n\n")
+        };
+        while !received.contains(&want) {
+            let chunk = tokio::time::timeout(HANG_GUARD, body.next())
+                .await
+                .expect("event held back by the proxy")
+                .expect("stream ended")
+                .unwrap();
+            received.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        send_event(&tx, &format!("e{}", i + 1)).await;
+    }
+    wait_for_metrics(&b, &["tailbridge_active_streams{endpoint=\"mcp/sse\"} 1"]).await;
+    drop(tx);
+    drop(body);
+}
+
+#[tokio::test]
+async fn passes_202_delete_and_reports_dead_upstream() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let c = client();
+    let r = c
+        .post(b.url("/mcp/a/accepted"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+    let r = c
+        .delete(b.url("/mcp/a"))
+        .header("Mcp-Session-Id", "s-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().method, "DELETE");
+    assert_eq!(up.last().header("mcp-session-id"), Some("s-123"));
+    let r = c.post(b.url("/mcp/dead")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(json(r).await["error"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn never_retries_a_post_whose_body_was_sent() {
+    // An upstream that reads the request and then drops the connection without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a2 = accepted.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            // Health probes connect and close without sending: count only real requests.
+            if let Ok(n) = s.read(&mut buf).await {
+                if n > 0 {
+                    a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            drop(s);
+        }
+    });
+    let body = format!("tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/flaky\n    target: http://{addr}/mcp\n");
+    let b = Bridge::start("", &body).await;
+    let r = client()
+        .post(b.url("/mcp/flaky"))
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a POST was retried"
+    );
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let c = client();
+    for url in [b.url("/healthz"), b.admin("/healthz")] {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let v = json(r).await;
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["tsnet_connected"], false);
+        assert_eq!(v["mode"], "direct");
+    }
+    assert_eq!(
+        c.post(b.url("/healthz")).send().await.unwrap().status(),
+        405
+    );
+    // The upstream probes run at start: the dead endpoint shows as down, the bridge stays ready.
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let v = json(c.get(b.admin("/healthz")).send().await.unwrap()).await;
+        if v["upstreams"]["mcp/dead"] == "down" {
+            assert_eq!(v["upstreams"]["mcp/a"], "up");
+            assert_eq!(v["status"], "ok");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probes never ran: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.post(b.url("/mcp/a")).body("{}").send().await.unwrap();
+    c.post(b.url("/nowhere")).body("{}").send().await.unwrap();
+    // Metrics are recorded when a request is logged, just after its response went out.
+    wait_for_metrics(
+        &b,
+        &[
+            "tailbridge_requests_total{endpoint=\"mcp/a\",method=\"POST\",status_class=\"2xx\"} 1",
+            "tailbridge_requests_total{endpoint=\"-\",method=\"POST\",status_class=\"4xx\"} 1",
+            "tailbridge_rejections_total{reason=\"not_found\"} 1",
+            "tailbridge_request_body_bytes_total{endpoint=\"mcp/a\"} 2",
+            "tailbridge_upstream_up{endpoint=\"mcp/dead\"} 0",
+            "tailbridge_upstream_up{endpoint=\"mcp/a\"} 1",
+            "tailbridge_tailnet_ready{mode=\"direct\"} 1",
+            "tailbridge_build_info{",
+            "tailbridge_request_duration_seconds_bucket{endpoint=\"mcp/a\",method=\"POST\"",
+            "tailbridge_upstream_connect_duration_seconds_count{endpoint=\"mcp/a\"}",
+        ],
+    )
+    .await;
+    assert_eq!(c.get(b.admin("/nope")).send().await.unwrap().status(), 404);
+    // The access log has a line for the proxied request, without the query string.
+    c.post(b.url("/mcp/a?code=secret"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let log = b.stderr();
+    assert!(log.contains("\"POST /mcp/a\" 200"), "{log}");
+    assert!(!log.contains("secret"), "query strings must not be logged");
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_open_stream_finish() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let r = client().get(b.url("/mcp/sse")).send();
+    let (r, tx) = tokio::join!(r, async {
+        let tx = up.next_stream().await;
+        send_event(&tx, "before").await;
+        tx
+    });
+    let mut body = r.unwrap().bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("before"));
+    b.signal("TERM");
+    // New connections are refused once the listener closes...
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while reqwest::get(b.url("/livez")).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listener stayed open after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // ...while the open stream still delivers.
+    send_event(&tx, "after").await;
+    let next = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(std::str::from_utf8(&next).unwrap().contains("after"));
+}
