@@ -1,1 +1,82 @@
-fn main() {}
+//! Criterion benches for the per-request hot paths: route matching and request-header
+//! rewriting. Run with `cargo bench --bench hot_paths`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pingora::http::RequestHeader;
+use std::hint::black_box;
+use tailbridge::proxy::headers::{rewrite_request, Forwarding, UpstreamAuthorization};
+use tailbridge::proxy::router::Router;
+
+fn routes() -> Vec<(String, String)> {
+    (0..20)
+        .map(|i| (format!("/mcp/server-{i}"), format!("/mcp/{i}")))
+        .chain([("/mcp/server-1/deep".to_string(), "/deep".to_string())])
+        .collect()
+}
+
+fn bench_router(c: &mut Criterion) {
+    let table = routes();
+    let router = Router::new(table.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+    let mut g = c.benchmark_group("router");
+    g.bench_function("exact prefix", |b| {
+        b.iter(|| router.route(black_box("/mcp/server-7")))
+    });
+    g.bench_function("prefix + remainder + query", |b| {
+        b.iter(|| router.route(black_box("/mcp/server-1/deep/x/y?session=abc&x=1")))
+    });
+    g.bench_function("dot segments and double slashes", |b| {
+        b.iter(|| router.route(black_box("//mcp/./x/../server-19///tools")))
+    });
+    g.bench_function("miss", |b| {
+        b.iter(|| router.route(black_box("/nothing/here")))
+    });
+    g.finish();
+}
+
+fn typical_request() -> RequestHeader {
+    let mut r = RequestHeader::build("POST", b"/mcp/server-7", None).unwrap();
+    for (k, v) in [
+        ("host", "mcp.example.com"),
+        ("user-agent", "Claude-User"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-type", "application/json"),
+        ("content-length", "1024"),
+        ("mcp-session-id", "3f2a0c8e-6a51-4c55-9b1e-0d3c1b2f7a10"),
+        ("mcp-protocol-version", "2025-11-25"),
+        ("authorization", "Bearer 0123456789abcdef0123456789abcdef"),
+        ("origin", "https://claude.ai"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("connection", "keep-alive"),
+    ] {
+        r.append_header(k, v).unwrap();
+    }
+    r
+}
+
+fn bench_headers(c: &mut Criterion) {
+    let template = typical_request();
+    let fwd = Forwarding {
+        client_ip: Some("198.51.100.4".parse().unwrap()),
+        proto: "https",
+        original_host: Some("mcp.example.com"),
+    };
+    c.bench_function("rewrite_request (11 headers)", |b| {
+        b.iter_batched(
+            || template.clone(),
+            |mut r| {
+                rewrite_request(
+                    &mut r,
+                    "server-7.tail1234.ts.net",
+                    &fwd,
+                    UpstreamAuthorization::Strip,
+                )
+                .unwrap();
+                r
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, bench_router, bench_headers);
+criterion_main!(benches);

@@ -1,6 +1,7 @@
 //! Per-request state shared across the proxy phases.
 
 use super::respond::Rejection;
+use super::watchdog::FirstByteWatchdog;
 use std::time::Instant;
 
 /// What the phases learn about one request.
@@ -20,6 +21,8 @@ pub struct Ctx {
     pub bytes_out: u64,
     /// True while this response is an open event stream counted in `active_streams`.
     pub stream_open: bool,
+    /// The first-byte timer of the current upstream attempt.
+    pub first_byte: Option<FirstByteWatchdog>,
 }
 
 impl Default for Ctx {
@@ -34,6 +37,7 @@ impl Default for Ctx {
             bytes_in: 0,
             bytes_out: 0,
             stream_open: false,
+            first_byte: None,
         }
     }
 }

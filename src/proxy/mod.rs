@@ -12,13 +12,14 @@ pub mod ctx;
 pub mod headers;
 pub mod respond;
 pub mod router;
+pub mod watchdog;
 
 use crate::config::secrets::Secret;
 use crate::config::{Config, Endpoint, TlsMode};
 use crate::observe::access_log::AccessRecord;
 use crate::observe::health::Health;
 use crate::observe::metrics::{method_label, status_class, Metrics, NO_ENDPOINT};
-use crate::tailnet::{is_deadline_error, Connector, EndpointDialer};
+use crate::tailnet::{Connector, EndpointDialer};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::Ctx;
@@ -238,13 +239,14 @@ fn peer_for(
     peer.options.verify_cert = ep.tls_verify;
     peer.options.verify_hostname = ep.tls_verify;
     peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    // Pingora applies this to every upstream read: it is the idle gap between SSE events.
+    // The (shorter) wait for the response head is the first-byte watchdog's job.
+    peer.options.read_timeout = Some(ep.timeouts.idle);
     peer.options.custom_l4 = Some(Arc::new(EndpointDialer {
         endpoint: Arc::from(ep.name.as_str()),
         host: ep.host.clone(),
         port: ep.port,
         connect_timeout: ep.timeouts.connect,
-        first_byte_timeout: ep.timeouts.first_byte,
-        idle_timeout: ep.timeouts.idle,
         connector,
         metrics,
     }));
@@ -258,11 +260,6 @@ fn classify(e: &Error) -> Option<Rejection> {
     }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = e.cause.as_deref().map(|c| c as _);
     while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if is_deadline_error(io) {
-                return Some(Rejection::UpstreamTimeout);
-            }
-        }
         if let Some(pe) = c.downcast_ref::<Error>() {
             if let Some(r) = classify(pe) {
                 return Some(r);
@@ -421,8 +418,43 @@ impl ProxyHttp for Bridge {
         Ok(None)
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(route) = ctx.endpoint.map(|i| &self.routes[i]) {
+            match watchdog::FirstByteWatchdog::arm(fd, route.ep.timeouts.first_byte) {
+                Ok(w) => ctx.first_byte = Some(w),
+                Err(e) => log::warn!("cannot arm the first-byte timer: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(w) = &ctx.first_byte {
+            w.disarm();
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let why = classify(e);
+        let first_byte_expired = ctx.first_byte.as_ref().is_some_and(|w| w.fired());
+        let why = if first_byte_expired {
+            Some(Rejection::UpstreamTimeout)
+        } else {
+            classify(e)
+        };
         let client_gone = matches!(
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
@@ -455,7 +487,17 @@ impl ProxyHttp for Bridge {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // A client closing its connection (e.g. ending an event stream) is not an error.
+        *e.esource() == pingora::ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.first_byte = None;
         self.metrics.active_requests.dec();
         let endpoint = self.endpoint_label(ctx);
         if ctx.stream_open {

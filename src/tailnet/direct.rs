@@ -18,7 +18,7 @@ impl Direct {
 
 #[async_trait]
 impl Connector for Direct {
-    async fn dial(&self, host: &str, port: u16) -> Result<Box<dyn TailnetConn>, DialError> {
+    async fn dial(&self, host: &str, port: u16) -> Result<TailnetConn, DialError> {
         let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|source| DialError::Resolve {
@@ -34,7 +34,7 @@ impl Connector for Direct {
         let mut last = None;
         for addr in addrs {
             match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(Box::new(s)),
+                Ok(s) => return Ok(TailnetConn::Tcp(s)),
                 Err(e) => last = Some(e),
             }
         }

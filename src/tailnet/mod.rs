@@ -6,17 +6,16 @@
 //! MagicDNS names resolve where they can (the host resolver in `direct` mode, the proxy in
 //! `socks5` mode, the embedded node in `tsnet` mode).
 
-mod deadline;
+mod conn;
 pub mod direct;
 
-pub use deadline::{is_deadline_error, DeadlineStream, TailnetConn};
+pub use conn::TailnetConn;
 
 use crate::config::{Config, TailnetMode};
 use crate::observe::metrics::Metrics;
 use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraSocketAddr;
 use pingora::protocols::l4::stream::Stream;
-use pingora::protocols::l4::virt::VirtualSocketStream;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +72,7 @@ pub struct TailnetStatus {
 pub trait Connector: Send + Sync + fmt::Debug {
     /// Open a byte stream to `host:port`, resolving `host` the connector's way.
     /// The returned stream is a plain socket-like stream; TLS is layered on top by pingora.
-    async fn dial(&self, host: &str, port: u16) -> Result<Box<dyn TailnetConn>, DialError>;
+    async fn dial(&self, host: &str, port: u16) -> Result<TailnetConn, DialError>;
 
     /// The connector's state now (cheap; called on every `/healthz`).
     fn status(&self) -> TailnetStatus;
@@ -114,8 +113,6 @@ pub struct EndpointDialer {
     pub host: String,
     pub port: u16,
     pub connect_timeout: Duration,
-    pub first_byte_timeout: Duration,
-    pub idle_timeout: Duration,
     pub connector: Arc<dyn Connector>,
     pub metrics: Arc<Metrics>,
 }
@@ -140,11 +137,7 @@ impl pingora::connectors::L4Connect for EndpointDialer {
             .with_label_values(&[&self.endpoint])
             .observe(started.elapsed().as_secs_f64());
         match dialed {
-            Ok(conn) => {
-                let _ = conn.set_nodelay();
-                let timed = DeadlineStream::new(conn, self.first_byte_timeout, self.idle_timeout);
-                Ok(Stream::from(VirtualSocketStream::new(Box::new(timed))))
-            }
+            Ok(conn) => Ok(conn.into_stream()),
             Err(e) => {
                 self.metrics
                     .upstream_connect_errors

@@ -185,6 +185,10 @@ async fn answer(
             .body(BoxBody::new(body))
             .unwrap();
     }
+    if path_and_query.contains("/hang") {
+        // Never answer (the bridge's first-byte deadline must end this).
+        std::future::pending::<()>().await;
+    }
     if path_and_query.contains("/accepted") {
         return Response::builder()
             .status(202)

@@ -74,7 +74,10 @@ async fn sdk_client_through_bridge_to_sdk_server() {
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["server"]["name"], "e2e-upstream");
-    assert!(v["sessionId"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(
+        v["sessionId"].as_str().is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
     assert_eq!(v["tools"], serde_json::json!(["count", "echo"]));
     assert_eq!(v["callResult"], "counted to 5");
     assert_eq!(v["progress"], serde_json::json!([1, 2, 3, 4, 5]));
@@ -93,7 +96,11 @@ async fn sdk_client_through_bridge_to_sdk_server() {
     assert!(stats["posts"].as_u64().unwrap() >= 4, "{stats}");
     let want_host = format!("127.0.0.1:{port}");
     assert!(
-        stats["hosts"].as_array().unwrap().iter().all(|h| h == &want_host),
+        stats["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h == &want_host),
         "Host was not rewritten: {stats}"
     );
     wait_for_metrics(

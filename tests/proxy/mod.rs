@@ -439,3 +439,78 @@ async fn sigterm_lets_an_open_stream_finish() {
         .unwrap();
     assert!(std::str::from_utf8(&next).unwrap().contains("after"));
 }
+
+#[tokio::test]
+async fn first_byte_deadline_gives_504_but_streams_may_idle_longer() {
+    let up = Upstream::start().await;
+    let body = format!(
+        "tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/slow\n    target: {}\n    timeouts: {{first_byte: 1s, idle: 1h}}\n",
+        up.url("/")
+    );
+    let b = Bridge::start("", &body).await;
+    let c = client();
+    let r = c
+        .post(b.url("/mcp/slow/hang"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(json(r).await["error"], "upstream_timeout");
+    // A stream whose head came in time may stay quiet for longer than first_byte.
+    let r = c.get(b.url("/mcp/slow/sse")).send();
+    let (r, tx) = tokio::join!(r, async {
+        let tx = up.next_stream().await;
+        send_event(&tx, "one").await;
+        tx
+    });
+    let mut body = r.unwrap().bytes_stream();
+    assert!(std::str::from_utf8(&body.next().await.unwrap().unwrap())
+        .unwrap()
+        .contains("one"));
+    // Quiet for 1.5 s (longer than first_byte), then another event: the stream survives.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    send_event(&tx, "two").await;
+    let next = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(std::str::from_utf8(&next).unwrap().contains("two"));
+    // Normal requests on the same endpoint still work (the pool was not poisoned).
+    let r = c
+        .post(b.url("/mcp/slow/x"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn reuses_upstream_connections() {
+    let up = Upstream::start().await;
+    let body = format!(
+        "tailnet:\n  mode: direct\nhealth:\n  probe_interval: 1h\nendpoints:\n  - path: /mcp/a\n    target: {}\n",
+        up.url("/")
+    );
+    let b = Bridge::start("", &body).await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(
+            c.post(b.url("/mcp/a"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    // One probe connection at start plus pooled request connections: far fewer than 20.
+    let conns = *up.connections.lock().unwrap();
+    assert!(
+        conns <= 3,
+        "{conns} upstream connections for 20 sequential requests"
+    );
+}
