@@ -15,6 +15,9 @@ use std::time::Instant;
 /// Why the server could not start (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A configured secret could not be read (exit code 64, like a config error).
+    #[error(transparent)]
+    Secret(#[from] crate::config::secrets::SecretError),
     #[error(transparent)]
     Tailnet(#[from] crate::tailnet::StartError),
     #[error(transparent)]
@@ -23,8 +26,21 @@ pub enum StartError {
     Metrics(#[from] crate::observe::metrics::MetricsError),
     #[error("tls: {0}")]
     Tls(String),
-    #[error("auth: {0}")]
-    Auth(&'static str),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
+}
+
+impl StartError {
+    /// True when the failure is the operator's configuration (missing secret, unreadable
+    /// token file): exit code 64 instead of 1.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            StartError::Secret(_)
+                | StartError::Proxy(_)
+                | StartError::Auth(crate::auth::AuthSetupError::Secret(_))
+        )
+    }
 }
 
 /// Options from the command line that are not part of the config file.
@@ -89,6 +105,34 @@ impl BackgroundService for Drain {
     }
 }
 
+/// Keeps tsidp's authorization-server metadata fresh (first fetch at start).
+struct MetadataRefresher {
+    auth: Arc<crate::auth::AuthRuntime>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BackgroundService for MetadataRefresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.auth.cfg.metadata_refresh);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let max = self.auth.cfg.introspection.max_response_bytes;
+                    match self.auth.metadata.refresh(&self.auth.http, max).await {
+                        Ok(_) => self.metrics.idp_metadata.with_label_values(&["ok"]).inc(),
+                        Err(e) => {
+                            self.metrics.idp_metadata.with_label_values(&["error"]).inc();
+                            log::warn!("IdP metadata refresh failed: {e}");
+                        }
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 fn server_conf(config: &Config) -> ServerConf {
     let s = &config.server;
     ServerConf {
@@ -107,12 +151,6 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let started = Instant::now();
     // One rustls crypto provider for pingora and reqwest alike.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if config.auth.is_some() {
-        return Err(StartError::Auth(
-            "token validation is not available in this version; remove `auth` to run authless \
-             or upgrade tailbridge (refusing to serve without the configured authentication)",
-        ));
-    }
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new()?);
     let connector = crate::tailnet::build(&config)?;
@@ -121,7 +159,21 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         probes: Default::default(),
         metrics: metrics.clone(),
     });
-    let bridge = Bridge::new(&config, connector.clone(), health.clone(), metrics.clone())?;
+    let auth = match &config.auth {
+        Some(a) => Some(Arc::new(crate::auth::AuthRuntime::new(
+            a.clone(),
+            connector.as_ref(),
+            metrics.clone(),
+        )?)),
+        None => None,
+    };
+    let bridge = Bridge::new(
+        &config,
+        connector.clone(),
+        auth.clone(),
+        health.clone(),
+        metrics.clone(),
+    )?;
 
     let opt = Opt {
         upgrade: opts.upgrade,
@@ -167,6 +219,15 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         },
     ));
 
+    if let Some(auth) = auth {
+        server.add_service(background_service(
+            "idp metadata",
+            MetadataRefresher {
+                auth,
+                metrics: metrics.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "drain",
         Drain {

@@ -58,7 +58,12 @@ fn main() -> ExitCode {
                 Err(e) => {
                     log::error!("cannot start: {e}");
                     eprintln!("error: cannot start: {e}");
-                    ExitCode::from(EXIT_START as u8)
+                    let code = if e.is_config() {
+                        EXIT_CONFIG
+                    } else {
+                        EXIT_START
+                    };
+                    ExitCode::from(code as u8)
                 }
             }
         }

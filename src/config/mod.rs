@@ -10,8 +10,8 @@ mod units;
 pub mod validate;
 
 pub use validate::{
-    Admin, Auth, Config, Endpoint, Health, Limits, Log, LogFormat, Server, Socks5, Tailnet,
-    TailnetMode, Timeouts, Tls, TlsMode,
+    Admin, Advertise, AudienceCheck, Auth, Config, Endpoint, Health, IdentityHeaders, Limits, Log,
+    LogFormat, Server, Socks5, Tailnet, TailnetMode, Timeouts, Tls, TlsMode,
 };
 
 use std::fmt;

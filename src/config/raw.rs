@@ -110,6 +110,53 @@ pub struct RawAuth {
     pub client_secret_env: Option<String>,
     pub client_secret_file: Option<String>,
     pub resource_metadata_url: Option<String>,
+    pub advertise: Option<String>,
+    pub audience_check: Option<String>,
+    pub allowed_client_ids: Option<Vec<String>>,
+    pub identity_headers: Option<RawIdentityHeaders>,
+    pub cache: Option<RawTokenCache>,
+    pub introspection: Option<RawIntrospection>,
+    pub registration: Option<RawRegistration>,
+    pub metadata_refresh: Option<DurationValue>,
+    pub allow_loopback_idp: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIdentityHeaders {
+    pub subject: Option<String>,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTokenCache {
+    pub max_ttl: Option<DurationValue>,
+    pub negative_ttl: Option<DurationValue>,
+    pub capacity: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIntrospection {
+    pub timeout: Option<DurationValue>,
+    pub max_response_bytes: Option<SizeValue>,
+    pub max_concurrent: Option<usize>,
+    pub per_client_rate: Option<f64>,
+    pub per_client_burst: Option<u32>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRegistration {
+    pub enabled: Option<bool>,
+    pub allowed_redirect_uris: Option<Vec<String>>,
+    pub per_minute: Option<u32>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -125,15 +125,102 @@ pub struct Socks5 {
     pub password: Option<SecretSource>,
 }
 
+/// Which authorization server the bridge names in its protected-resource metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertise {
+    /// The bridge origin is the authorization server: its AS metadata carries the bridge
+    /// origin as `issuer` (strict RFC 8414 §3.3 clients such as mcp-remote accept it).
+    Bridge,
+    /// tsidp itself, as tsmcp did (metadata keeps tsidp's `issuer`).
+    Idp,
+}
+
+/// How the token's `aud` is checked (requirements #3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudienceCheck {
+    Off,
+    /// Some `aud` entry is the bridge origin or a URL on it.
+    Origin,
+    /// Some `aud` entry is the requested endpoint's own URL.
+    Endpoint,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: Option<String>,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenCache {
+    pub max_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub capacity: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+    pub max_concurrent: usize,
+    /// Cache-missing introspections allowed per client IP per second.
+    pub per_client_rate: f64,
+    pub per_client_burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub enabled: bool,
+    pub allowed_redirect_uris: Vec<String>,
+    pub per_minute: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Auth {
+    /// tsidp's issuer (its server URL); also the base of its endpoints.
     pub issuer: Url,
     pub audience: Url,
     pub introspection_url: Url,
     pub client_id: String,
     pub client_secret: SecretSource,
     pub resource_metadata_url: Option<Url>,
+    /// The bridge's public origin (`https://host[:port]`, no trailing slash).
+    pub public_origin: String,
+    pub advertise: Advertise,
+    pub audience_check: AudienceCheck,
+    pub allowed_client_ids: Vec<String>,
+    pub identity_headers: IdentityHeaders,
+    pub cache: TokenCache,
+    pub introspection: Introspection,
+    pub registration: Registration,
+    pub metadata_refresh: Duration,
+    pub allow_loopback_idp: bool,
 }
+
+/// Default cap on how long an active introspection result is trusted (requirements #8).
+pub const DEFAULT_TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Default time an inactive verdict is remembered.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Default number of cached introspection results.
+pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
+/// Default introspection timeout.
+pub const DEFAULT_INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default introspection response size cap.
+pub const DEFAULT_INTROSPECTION_MAX_BYTES: u64 = 64 << 10;
+/// Default global cap on concurrent introspection calls.
+pub const DEFAULT_INTROSPECTION_CONCURRENCY: usize = 16;
+/// Default cache-miss introspections per client IP per second, and burst.
+pub const DEFAULT_PER_CLIENT_RATE: f64 = 5.0;
+pub const DEFAULT_PER_CLIENT_BURST: u32 = 20;
+/// Default `/register` rate when enabled.
+pub const DEFAULT_REGISTRATIONS_PER_MINUTE: u32 = 5;
+/// Default refresh period of tsidp's AS metadata.
+pub const DEFAULT_METADATA_REFRESH: Duration = Duration::from_secs(300);
+/// Default identity header names.
+pub const DEFAULT_SUBJECT_HEADER: &str = "X-Tailbridge-Subject";
+pub const DEFAULT_USERNAME_HEADER: &str = "X-Tailbridge-User";
+pub const DEFAULT_CLIENT_ID_HEADER: &str = "X-Tailbridge-Client-Id";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {
@@ -312,7 +399,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let server = server(&mut e, raw.server.unwrap_or_default());
     let admin = admin(&mut e, raw.admin.unwrap_or_default());
     let tailnet = tailnet(&mut e, raw.tailnet);
-    let auth = raw.auth.and_then(|a| auth(&mut e, a));
+    let auth = raw
+        .auth
+        .and_then(|a| auth(&mut e, a, server.public_url.as_ref()));
     let tls = tls(&mut e, raw.tls.unwrap_or_default());
     let limits = limits(&mut e, raw.limits.unwrap_or_default());
     let log = log(&mut e, raw.log.unwrap_or_default());
@@ -656,7 +745,32 @@ fn http_url(e: &mut Errors, path: &str, value: Option<String>) -> Option<Url> {
     }
 }
 
-fn auth(e: &mut Errors, raw: RawAuth) -> Option<Auth> {
+fn header_name(e: &mut Errors, path: &str, value: Option<String>, default: &str) -> Option<String> {
+    let v = value.unwrap_or_else(|| default.to_string());
+    if v.is_empty() {
+        return None;
+    }
+    if http::HeaderName::from_bytes(v.as_bytes()).is_err() {
+        e.add(path, format!("`{v}` is not a valid header name"));
+        return None;
+    }
+    let lower = v.to_ascii_lowercase();
+    if [
+        "authorization",
+        "host",
+        "cookie",
+        "content-length",
+        "transfer-encoding",
+    ]
+    .contains(&lower.as_str())
+    {
+        e.add(path, format!("`{v}` cannot carry identity"));
+        return None;
+    }
+    Some(v)
+}
+
+fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> {
     e.unknown(
         "auth",
         &raw.unknown,
@@ -669,6 +783,15 @@ fn auth(e: &mut Errors, raw: RawAuth) -> Option<Auth> {
             "client_secret_env",
             "client_secret_file",
             "resource_metadata_url",
+            "advertise",
+            "audience_check",
+            "allowed_client_ids",
+            "identity_headers",
+            "cache",
+            "introspection",
+            "registration",
+            "metadata_refresh",
+            "allow_loopback_idp",
         ],
     );
     let issuer = http_url(e, "auth.issuer", raw.issuer);
@@ -698,6 +821,178 @@ fn auth(e: &mut Errors, raw: RawAuth) -> Option<Auth> {
             "required when auth is present (client_secret, client_secret_env or client_secret_file)",
         );
     }
+    let advertise = match raw.advertise.as_deref().unwrap_or("bridge") {
+        "bridge" => Advertise::Bridge,
+        "idp" => Advertise::Idp,
+        other => {
+            e.add(
+                "auth.advertise",
+                format!("`{other}` is not one of bridge, idp"),
+            );
+            Advertise::Bridge
+        }
+    };
+    let audience_check = match raw.audience_check.as_deref().unwrap_or("origin") {
+        "off" => AudienceCheck::Off,
+        "origin" => AudienceCheck::Origin,
+        "endpoint" => AudienceCheck::Endpoint,
+        other => {
+            e.add(
+                "auth.audience_check",
+                format!("`{other}` is not one of off, origin, endpoint"),
+            );
+            AudienceCheck::Origin
+        }
+    };
+    let ih = raw.identity_headers.unwrap_or_default();
+    e.unknown(
+        "auth.identity_headers",
+        &ih.unknown,
+        &["subject", "username", "client_id"],
+    );
+    let identity_headers = IdentityHeaders {
+        subject: header_name(
+            e,
+            "auth.identity_headers.subject",
+            ih.subject,
+            DEFAULT_SUBJECT_HEADER,
+        ),
+        username: header_name(
+            e,
+            "auth.identity_headers.username",
+            ih.username,
+            DEFAULT_USERNAME_HEADER,
+        ),
+        client_id: header_name(
+            e,
+            "auth.identity_headers.client_id",
+            ih.client_id,
+            DEFAULT_CLIENT_ID_HEADER,
+        ),
+    };
+    let c = raw.cache.unwrap_or_default();
+    e.unknown(
+        "auth.cache",
+        &c.unknown,
+        &["max_ttl", "negative_ttl", "capacity"],
+    );
+    let cache = TokenCache {
+        max_ttl: e.duration(
+            "auth.cache.max_ttl",
+            c.max_ttl.as_ref(),
+            DEFAULT_TOKEN_CACHE_TTL,
+        ),
+        negative_ttl: e.duration(
+            "auth.cache.negative_ttl",
+            c.negative_ttl.as_ref(),
+            DEFAULT_NEGATIVE_TTL,
+        ),
+        capacity: c.capacity.unwrap_or(DEFAULT_TOKEN_CACHE_CAPACITY),
+    };
+    if cache.max_ttl > Duration::from_secs(300) {
+        e.add(
+            "auth.cache.max_ttl",
+            "must be at most 5m (tokens can be revoked)",
+        );
+    }
+    if cache.capacity == 0 {
+        e.add("auth.cache.capacity", "must be greater than 0");
+    }
+    let i = raw.introspection.unwrap_or_default();
+    e.unknown(
+        "auth.introspection",
+        &i.unknown,
+        &[
+            "timeout",
+            "max_response_bytes",
+            "max_concurrent",
+            "per_client_rate",
+            "per_client_burst",
+        ],
+    );
+    let max_response_bytes = match i.max_response_bytes.as_ref().map(parse_size) {
+        None => DEFAULT_INTROSPECTION_MAX_BYTES,
+        Some(Ok(n)) if n >= 256 => n,
+        Some(Ok(_)) => {
+            e.add(
+                "auth.introspection.max_response_bytes",
+                "must be at least 256",
+            );
+            DEFAULT_INTROSPECTION_MAX_BYTES
+        }
+        Some(Err(err)) => {
+            e.add("auth.introspection.max_response_bytes", err);
+            DEFAULT_INTROSPECTION_MAX_BYTES
+        }
+    };
+    let introspection = Introspection {
+        timeout: e.duration(
+            "auth.introspection.timeout",
+            i.timeout.as_ref(),
+            DEFAULT_INTROSPECTION_TIMEOUT,
+        ),
+        max_response_bytes,
+        max_concurrent: i
+            .max_concurrent
+            .unwrap_or(DEFAULT_INTROSPECTION_CONCURRENCY),
+        per_client_rate: i.per_client_rate.unwrap_or(DEFAULT_PER_CLIENT_RATE),
+        per_client_burst: i.per_client_burst.unwrap_or(DEFAULT_PER_CLIENT_BURST),
+    };
+    if introspection.max_concurrent == 0 {
+        e.add(
+            "auth.introspection.max_concurrent",
+            "must be greater than 0",
+        );
+    }
+    if !(introspection.per_client_rate > 0.0 && introspection.per_client_rate.is_finite()) {
+        e.add(
+            "auth.introspection.per_client_rate",
+            "must be a positive number",
+        );
+    }
+    if introspection.per_client_burst == 0 {
+        e.add(
+            "auth.introspection.per_client_burst",
+            "must be greater than 0",
+        );
+    }
+    let r = raw.registration.unwrap_or_default();
+    e.unknown(
+        "auth.registration",
+        &r.unknown,
+        &["enabled", "allowed_redirect_uris", "per_minute"],
+    );
+    let registration = Registration {
+        enabled: r.enabled.unwrap_or(false),
+        allowed_redirect_uris: r.allowed_redirect_uris.unwrap_or_default(),
+        per_minute: r.per_minute.unwrap_or(DEFAULT_REGISTRATIONS_PER_MINUTE),
+    };
+    if registration.enabled && registration.allowed_redirect_uris.is_empty() {
+        e.add(
+            "auth.registration.allowed_redirect_uris",
+            "required when registration is enabled (e.g. https://claude.ai/api/mcp/auth_callback)",
+        );
+    }
+    for (idx, u) in registration.allowed_redirect_uris.iter().enumerate() {
+        if Url::parse(u).is_err() {
+            e.add(
+                format!("auth.registration.allowed_redirect_uris[{idx}]"),
+                format!("`{u}` is not a URL"),
+            );
+        }
+    }
+    if registration.per_minute == 0 {
+        e.add("auth.registration.per_minute", "must be greater than 0");
+    }
+    let metadata_refresh = e.duration(
+        "auth.metadata_refresh",
+        raw.metadata_refresh.as_ref(),
+        DEFAULT_METADATA_REFRESH,
+    );
+    // The bridge's public origin: server.public_url, else the audience's origin (tsmcp).
+    let public_origin = public_url
+        .or(audience.as_ref())
+        .and_then(|u| normalise_origin(u.origin().ascii_serialization().as_str()));
     Some(Auth {
         issuer: issuer?,
         audience: audience?,
@@ -705,6 +1000,16 @@ fn auth(e: &mut Errors, raw: RawAuth) -> Option<Auth> {
         client_id: client_id?,
         client_secret: client_secret?,
         resource_metadata_url,
+        public_origin: public_origin?,
+        advertise,
+        audience_check,
+        allowed_client_ids: raw.allowed_client_ids.unwrap_or_default(),
+        identity_headers,
+        cache,
+        introspection,
+        registration,
+        metadata_refresh,
+        allow_loopback_idp: raw.allow_loopback_idp.unwrap_or(false),
     })
 }
 

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub tailnet_ready: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub startup_seconds: Histogram,
+    pub introspections: IntCounterVec,
+    pub introspection_seconds: Histogram,
+    pub token_cache: IntCounterVec,
+    pub auth_rejections: IntCounterVec,
+    pub token_endpoint: IntCounterVec,
+    pub idp_metadata: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,6 +150,58 @@ impl Metrics {
             )
             .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
         )?;
+        let introspections = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_introspections_total",
+                "Token introspection calls (cache misses), by outcome: active, inactive, error, timeout, rate_limited, overloaded.",
+            ),
+            &["outcome"],
+        )?;
+        let introspection_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tailbridge_introspection_duration_seconds",
+                "Latency of token introspection calls to the IdP.",
+            )
+            .buckets(CONNECT_BUCKETS.to_vec()),
+        )?;
+        let token_cache = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_token_cache_requests_total",
+                "Token cache lookups, by result: hit or miss.",
+            ),
+            &["result"],
+        )?;
+        let auth_rejections = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_auth_rejections_total",
+                "Requests refused by token validation, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let token_endpoint = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_token_endpoint_requests_total",
+                "Requests to /token proxied to the IdP, by status class of the answer.",
+            ),
+            &["status_class"],
+        )?;
+        let idp_metadata = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_idp_metadata_fetches_total",
+                "Fetches of the IdP's authorization-server metadata, by outcome: ok or error.",
+            ),
+            &["outcome"],
+        )?;
+        for m in [
+            &introspections,
+            &token_cache,
+            &auth_rejections,
+            &token_endpoint,
+            &idp_metadata,
+        ] {
+            registry.register(Box::new(m.clone()))?;
+        }
+        registry.register(Box::new(introspection_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(upstream_connect_seconds.clone()))?;
@@ -175,6 +233,12 @@ impl Metrics {
             tailnet_ready,
             build_info,
             startup_seconds,
+            introspections,
+            introspection_seconds,
+            token_cache,
+            auth_rejections,
+            token_endpoint,
+            idp_metadata,
         })
     }
 

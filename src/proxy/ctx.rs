@@ -2,6 +2,7 @@
 
 use super::respond::Rejection;
 use super::watchdog::FirstByteWatchdog;
+use crate::auth::{AuthError, Principal};
 use std::time::Instant;
 
 /// What the phases learn about one request.
@@ -23,6 +24,13 @@ pub struct Ctx {
     pub stream_open: bool,
     /// The first-byte timer of the current upstream attempt.
     pub first_byte: Option<FirstByteWatchdog>,
+    /// Set for `/token`: the request goes to tsidp at this path.
+    pub idp_path: Option<String>,
+    /// The authenticated identity, when auth is on.
+    pub principal: Option<Principal>,
+    pub auth_error: Option<AuthError>,
+    /// Metric/log label for requests answered by a built-in OAuth route.
+    pub label: Option<&'static str>,
 }
 
 impl Default for Ctx {
@@ -38,6 +46,10 @@ impl Default for Ctx {
             bytes_out: 0,
             stream_open: false,
             first_byte: None,
+            idp_path: None,
+            principal: None,
+            auth_error: None,
+            label: None,
         }
     }
 }

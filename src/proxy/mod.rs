@@ -10,10 +10,12 @@
 
 pub mod ctx;
 pub mod headers;
+mod oauth;
 pub mod respond;
 pub mod router;
 pub mod watchdog;
 
+use crate::auth::AuthRuntime;
 use crate::config::secrets::Secret;
 use crate::config::{Config, Endpoint, TlsMode};
 use crate::observe::access_log::AccessRecord;
@@ -55,7 +57,12 @@ pub struct Bridge {
     max_headers: usize,
     hsts: Option<String>,
     proto: &'static str,
-    auth_enabled: bool,
+    auth: Option<Arc<AuthRuntime>>,
+    /// Pooled peer for tsidp (`/token`), when auth is on.
+    idp_peer: Option<HttpPeer>,
+    idp_authority: String,
+    /// Identity header names: client copies are always removed.
+    identity_headers: Vec<String>,
     access_log: bool,
     log_format: crate::config::LogFormat,
     health: Arc<Health>,
@@ -78,6 +85,7 @@ impl Bridge {
     pub fn new(
         config: &Config,
         connector: Arc<dyn Connector>,
+        auth: Option<Arc<AuthRuntime>>,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
@@ -98,6 +106,67 @@ impl Bridge {
             });
         }
         let tls_on = config.tls.mode != TlsMode::Off;
+        let (idp_peer, idp_authority) = match &auth {
+            Some(a) => {
+                let u = &a.cfg.issuer;
+                let tls = u.scheme() == "https";
+                let host = u
+                    .host_str()
+                    .unwrap_or_default()
+                    .trim_matches(['[', ']'])
+                    .to_string();
+                let port = u
+                    .port_or_known_default()
+                    .unwrap_or(if tls { 443 } else { 80 });
+                let authority = match u.port() {
+                    Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
+                    None => u.host_str().unwrap_or_default().to_string(),
+                };
+                let idp = Endpoint {
+                    name: "_idp".into(),
+                    path: "/".into(),
+                    target: u.clone(),
+                    host,
+                    port,
+                    tls,
+                    authority: authority.clone(),
+                    description: String::new(),
+                    enabled: true,
+                    upstream_token: None,
+                    timeouts: crate::config::Timeouts {
+                        connect: a.cfg.introspection.timeout,
+                        first_byte: Duration::from_secs(30),
+                        idle: Duration::from_secs(30),
+                    },
+                    tls_verify: true,
+                };
+                (
+                    Some(peer_for(
+                        &idp,
+                        config.endpoints.len(),
+                        connector.clone(),
+                        metrics.clone(),
+                    )),
+                    authority,
+                )
+            }
+            None => (None, String::new()),
+        };
+        let identity_headers = config
+            .auth
+            .as_ref()
+            .map(|a| {
+                [
+                    &a.identity_headers.subject,
+                    &a.identity_headers.username,
+                    &a.identity_headers.client_id,
+                ]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()
+            })
+            .unwrap_or_default();
         Ok(Bridge {
             router: Router::new(
                 config
@@ -116,7 +185,10 @@ impl Bridge {
                 None
             },
             proto: if tls_on { "https" } else { "http" },
-            auth_enabled: config.auth.is_some(),
+            auth,
+            idp_peer,
+            idp_authority,
+            identity_headers,
             access_log: config.log.access_log,
             log_format: config.log.format,
             health,
@@ -201,9 +273,11 @@ impl Bridge {
     }
 
     fn endpoint_label<'a>(&'a self, ctx: &Ctx) -> &'a str {
-        ctx.endpoint
-            .map(|i| self.routes[i].ep.name.as_str())
-            .unwrap_or(NO_ENDPOINT)
+        match (ctx.endpoint, ctx.label) {
+            (Some(i), _) => self.routes[i].ep.name.as_str(),
+            (None, Some(l)) => l,
+            (None, None) => NO_ENDPOINT,
+        }
     }
 
     async fn refuse(
@@ -220,6 +294,44 @@ impl Bridge {
             .inc();
         respond::reject(session, why, self.hsts()).await?;
         Ok(true)
+    }
+}
+
+impl Bridge {
+    /// Rewrite a `/token` request for tsidp (requirements #13, #16): body and
+    /// `Authorization` untouched, `Accept: application/json` ensured, and no forwarding
+    /// headers (tsidp may trust X-Forwarded-For for identity).
+    fn to_idp(&self, upstream: &mut RequestHeader, path: &str) -> pingora::Result<()> {
+        let query = upstream.uri.query().map(str::to_string);
+        let target = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        upstream.set_raw_path(target.as_bytes())?;
+        let fwd = Forwarding {
+            client_ip: None,
+            proto: self.proto,
+            original_host: None,
+        };
+        headers::rewrite_request(
+            upstream,
+            &self.idp_authority,
+            &fwd,
+            UpstreamAuthorization::PassThrough,
+        )
+        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        for name in ["x-forwarded-proto", "cookie"] {
+            upstream.remove_header(name);
+        }
+        let accepts_json = upstream
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
+        if !accepts_json {
+            upstream.insert_header(http::header::ACCEPT, "application/json")?;
+        }
+        Ok(())
     }
 }
 
@@ -312,10 +424,23 @@ impl ProxyHttp for Bridge {
             .await?;
             return Ok(true);
         }
+        if let Some(done) = self.well_known(session, ctx).await {
+            return done;
+        }
+        if let Some(done) = self.facade(session, ctx).await {
+            return done;
+        }
+        if ctx.idp_path.is_some() {
+            // `/token`: proxied to tsidp by the upstream phases.
+            return Ok(false);
+        }
         let req = session.req_header();
         let admitted = self.route(req, ctx).and_then(|()| self.admit(req));
         if let Err(why) = admitted {
             return self.refuse(session, ctx, why).await;
+        }
+        if let Some(done) = self.authenticate(session, ctx).await {
+            return done;
         }
         Ok(false)
     }
@@ -344,6 +469,13 @@ impl ProxyHttp for Bridge {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        if ctx.idp_path.is_some() {
+            return self
+                .idp_peer
+                .clone()
+                .map(Box::new)
+                .ok_or_else(|| Error::explain(ErrorType::InternalError, "no IdP peer"));
+        }
         let i = ctx
             .endpoint
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint chosen"))?;
@@ -356,6 +488,12 @@ impl ProxyHttp for Bridge {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if let Some(path) = ctx.idp_path.as_deref() {
+            return self.to_idp(upstream, path);
+        }
+        for name in &self.identity_headers {
+            upstream.remove_header(name.as_str());
+        }
         let route = ctx
             .endpoint
             .map(|i| &self.routes[i])
@@ -377,13 +515,63 @@ impl ProxyHttp for Bridge {
             proto: self.proto,
             original_host: original_host.as_deref(),
         };
-        let authorization = match (&route.upstream_token, self.auth_enabled) {
+        let authorization = match (&route.upstream_token, self.auth.is_some()) {
             (Some(t), _) => UpstreamAuthorization::Bearer(t.expose()),
             (None, true) => UpstreamAuthorization::Strip,
             (None, false) => UpstreamAuthorization::PassThrough,
         };
         headers::rewrite_request(upstream, &route.ep.authority, &fwd, authorization)
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        if let (Some(p), Some(a)) = (&ctx.principal, &self.auth) {
+            let h = &a.cfg.identity_headers;
+            for (name, value) in [
+                (&h.subject, &p.sub),
+                (&h.username, &p.username),
+                (&h.client_id, &p.client_id),
+            ] {
+                if let (Some(n), Some(v)) = (name, value) {
+                    if let Ok(v) = http::HeaderValue::from_str(v) {
+                        upstream.insert_header(n.clone(), v)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Never retry once a body may have been sent (a retried tools/call runs twice), and
+        // never retry /token (refresh tokens are single-use).
+        if ctx.idp_path.is_some()
+            || !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if ctx.idp_path.is_some() {
+            e.set_retry(false);
+        }
+        e
     }
 
     async fn response_filter(
@@ -427,7 +615,11 @@ impl ProxyHttp for Bridge {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some(route) = ctx.endpoint.map(|i| &self.routes[i]) {
+        if let Some(route) = ctx
+            .endpoint
+            .filter(|_| ctx.idp_path.is_none())
+            .map(|i| &self.routes[i])
+        {
             match watchdog::FirstByteWatchdog::arm(fd, route.ep.timeouts.first_byte) {
                 Ok(w) => ctx.first_byte = Some(w),
                 Err(e) => log::warn!("cannot arm the first-byte timer: {e}"),
@@ -533,6 +725,12 @@ impl ProxyHttp for Bridge {
                     .inc_by(ctx.bytes_out);
             }
         }
+        if ctx.idp_path.is_some() {
+            self.metrics
+                .token_endpoint
+                .with_label_values(&[status_class(status)])
+                .inc();
+        }
         if e.is_some() && ctx.rejection.is_none() {
             log::debug!(
                 "request ended with error: {}",
@@ -540,11 +738,13 @@ impl ProxyHttp for Bridge {
             );
         }
         if self.access_log {
-            let upstream = ctx
-                .endpoint
-                .filter(|_| ctx.rejection.is_none() || ctx.upstream_path.is_some())
-                .map(|i| self.routes[i].ep.authority.as_str())
-                .unwrap_or("-");
+            let upstream = match (ctx.endpoint, &ctx.idp_path) {
+                (_, Some(_)) => self.idp_authority.as_str(),
+                (Some(i), None) if ctx.rejection.is_none() && ctx.auth_error.is_none() => {
+                    self.routes[i].ep.authority.as_str()
+                }
+                _ => "-",
+            };
             AccessRecord {
                 client: session
                     .client_addr()
@@ -559,9 +759,12 @@ impl ProxyHttp for Bridge {
                 bytes_in: ctx.bytes_in,
                 bytes_out: ctx.bytes_out,
                 upstream,
-                reason: ctx.rejection.map(Rejection::reason),
-                sub: None,
-                client_id: None,
+                reason: ctx
+                    .rejection
+                    .map(Rejection::reason)
+                    .or(ctx.auth_error.map(|e| e.reason())),
+                sub: ctx.principal.as_ref().and_then(|p| p.sub.as_deref()),
+                client_id: ctx.principal.as_ref().and_then(|p| p.client_id.as_deref()),
             }
             .emit(self.log_format);
         }

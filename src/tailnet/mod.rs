@@ -76,6 +76,11 @@ pub trait Connector: Send + Sync + fmt::Debug {
 
     /// The connector's state now (cheap; called on every `/healthz`).
     fn status(&self) -> TailnetStatus;
+
+    /// The proxy reqwest must use to reach the tailnet (IdP calls), if any.
+    fn reqwest_proxy(&self) -> Option<reqwest::Proxy> {
+        None
+    }
 }
 
 /// Build the connector for `config.tailnet.mode`.

@@ -66,16 +66,19 @@ fn invalid_config_exits_64_with_every_error() {
 }
 
 #[test]
-fn auth_without_token_validation_refuses_to_start() {
+fn missing_secret_env_exits_64() {
     let (code, _, err) = run_cli(
         &[],
         Some(&format!(
-            "server:\n  listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"\"\ntailnet:\n  mode: direct\nauth:\n  issuer: https://idp.example.ts.net\n  audience: https://mcp.example.com\n  introspection_url: https://idp.example.ts.net/introspect\n  client_id: c\n  client_secret: s\nendpoints:\n  - path: /a\n    target: http://127.0.0.1:1/\n",
+            "server:\n  listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"\"\ntailnet:\n  mode: direct\nauth:\n  issuer: https://idp.example.ts.net\n  audience: https://mcp.example.com\n  introspection_url: https://idp.example.ts.net/introspect\n  client_id: c\n  client_secret_env: TB_SURELY_UNSET_SECRET\nendpoints:\n  - path: /a\n    target: http://127.0.0.1:1/\n",
             free_port()
         )),
     );
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("refusing to serve"), "{err}");
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("auth.client_secret: environment variable TB_SURELY_UNSET_SECRET is not set"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,459 @@
+//! Bearer-token verification: cache → (miss) introspection → checks.
+//!
+//! - The cache key is the SHA-256 of the token; the raw token is never stored or logged.
+//! - Active results live for min(max_ttl, exp − now); inactive ones for `negative_ttl`.
+//!   Failures (tsidp down, timeouts) are never cached.
+//! - Concurrent lookups of one token share a single introspection call (moka's
+//!   `try_get_with` runs one init per key and lets the others wait for it).
+//! - Only cache misses reach tsidp, and they are bounded twice: a token bucket per client IP
+//!   and a global cap on concurrent introspection calls. A flood of random tokens becomes
+//!   429/503 answers at the bridge, not a flood at tsidp.
+//! - Issuer, audience, expiry and client allowlist are checked on every request (cheap),
+//!   so one cached introspection serves all endpoints.
+
+use super::introspect::{introspect, now_unix, Claims, IntrospectError};
+use super::ratelimit::KeyedLimiter;
+use crate::config::secrets::Secret;
+use crate::config::{AudienceCheck, Auth};
+use crate::observe::metrics::Metrics;
+use moka::future::Cache;
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// After this many inactive verdicts in a row with no active one ever, say loudly that the
+/// bridge's own credentials are probably wrong (tsidp answers `active:false` to callers it
+/// cannot identify, requirements #7).
+const INACTIVE_STREAK_ALARM: u64 = 10;
+
+/// The identity behind a valid token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub sub: Option<String>,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// Why a request was not authenticated. Status and metric reason come from one match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Malformed,
+    QueryToken,
+    Inactive,
+    Expired,
+    WrongIssuer,
+    WrongAudience,
+    ClientNotAllowed,
+    RateLimited,
+    Overloaded,
+    IdpUnavailable,
+}
+
+impl AuthError {
+    pub fn status(self) -> u16 {
+        match self {
+            AuthError::Missing
+            | AuthError::Malformed
+            | AuthError::Inactive
+            | AuthError::Expired
+            | AuthError::WrongIssuer
+            | AuthError::WrongAudience => 401,
+            AuthError::QueryToken => 400,
+            AuthError::ClientNotAllowed => 403,
+            AuthError::RateLimited => 429,
+            AuthError::Overloaded | AuthError::IdpUnavailable => 503,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing_token",
+            AuthError::Malformed => "malformed_token",
+            AuthError::QueryToken => "token_in_query",
+            AuthError::Inactive => "inactive_token",
+            AuthError::Expired => "expired_token",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::ClientNotAllowed => "client_not_allowed",
+            AuthError::RateLimited => "rate_limited",
+            AuthError::Overloaded => "introspection_overloaded",
+            AuthError::IdpUnavailable => "idp_unavailable",
+        }
+    }
+
+    /// The RFC 6750 `error` attribute for the challenge, when one applies.
+    pub fn challenge_error(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            AuthError::Missing => None,
+            AuthError::Malformed => Some(("invalid_token", "malformed bearer token")),
+            AuthError::Inactive => Some(("invalid_token", "token is not active")),
+            AuthError::Expired => Some(("invalid_token", "token expired")),
+            AuthError::WrongIssuer => Some(("invalid_token", "token from another issuer")),
+            AuthError::WrongAudience => {
+                Some(("invalid_token", "token not issued for this resource"))
+            }
+            AuthError::QueryToken => Some((
+                "invalid_request",
+                "send the token in the Authorization header",
+            )),
+            AuthError::ClientNotAllowed => Some(("insufficient_scope", "client not allowed")),
+            AuthError::RateLimited | AuthError::Overloaded | AuthError::IdpUnavailable => None,
+        }
+    }
+}
+
+/// A cached introspection result.
+#[derive(Debug, Clone)]
+enum Verdict {
+    Active(Arc<Claims>),
+    Inactive,
+}
+
+/// Per-entry lifetime: min(max_ttl, exp − now) for active tokens, `negative` otherwise.
+struct VerdictExpiry {
+    max_ttl: Duration,
+    negative: Duration,
+}
+
+/// The cache TTL of an active token (requirements #8). Pure.
+pub fn active_ttl(max_ttl: Duration, exp: Option<u64>, now: u64) -> Duration {
+    match exp {
+        Some(exp) => max_ttl.min(Duration::from_secs(exp.saturating_sub(now))),
+        None => max_ttl,
+    }
+}
+
+impl Expiry<[u8; 32], Verdict> for VerdictExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &[u8; 32],
+        v: &Verdict,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match v {
+            Verdict::Active(c) => active_ttl(self.max_ttl, c.exp, now_unix()),
+            Verdict::Inactive => self.negative,
+        })
+    }
+}
+
+/// Strip one trailing `/` for comparisons (Claude sends `https://host/`, requirements #3).
+pub fn normalise_url(u: &str) -> &str {
+    u.strip_suffix('/').unwrap_or(u)
+}
+
+/// The audience check (requirements #3). Pure.
+pub fn audience_ok(mode: AudienceCheck, aud: &[String], origin: &str, endpoint_url: &str) -> bool {
+    let origin = normalise_url(origin);
+    let endpoint = normalise_url(endpoint_url);
+    match mode {
+        AudienceCheck::Off => true,
+        AudienceCheck::Origin => aud.iter().map(|a| normalise_url(a)).any(|a| {
+            a == origin
+                || a.strip_prefix(origin)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }),
+        AudienceCheck::Endpoint => aud.iter().any(|a| normalise_url(a) == endpoint),
+    }
+}
+
+/// Verifies bearer tokens for every endpoint.
+pub struct Verifier {
+    cfg: Arc<Auth>,
+    http: reqwest::Client,
+    secret: Secret,
+    cache: Cache<[u8; 32], Verdict>,
+    limiter: KeyedLimiter,
+    in_flight: Semaphore,
+    metrics: Arc<Metrics>,
+    issuer: String,
+    inactive_streak: AtomicU64,
+    seen_active: AtomicBool,
+    alarmed_at: std::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifier")
+    }
+}
+
+/// What one introspection attempt ended as, shared by the callers waiting on it.
+#[derive(Debug, Clone, Copy)]
+enum MissError {
+    RateLimited,
+    Overloaded,
+    Idp,
+}
+
+impl Verifier {
+    pub fn new(
+        cfg: Arc<Auth>,
+        http: reqwest::Client,
+        secret: Secret,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(cfg.cache.capacity)
+            .expire_after(VerdictExpiry {
+                max_ttl: cfg.cache.max_ttl,
+                negative: cfg.cache.negative_ttl,
+            })
+            .build();
+        Verifier {
+            limiter: KeyedLimiter::new(
+                cfg.introspection.per_client_rate,
+                cfg.introspection.per_client_burst,
+            ),
+            in_flight: Semaphore::new(cfg.introspection.max_concurrent),
+            issuer: normalise_url(cfg.issuer.as_str()).to_string(),
+            cache,
+            http,
+            secret,
+            metrics,
+            cfg,
+            inactive_streak: AtomicU64::new(0),
+            seen_active: AtomicBool::new(false),
+            alarmed_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Verify `token` (already extracted) for the endpoint at `endpoint_url`.
+    pub async fn verify(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+        endpoint_url: &str,
+    ) -> Result<Principal, AuthError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let verdict = match self.cache.get(&key).await {
+            Some(v) => {
+                self.metrics.token_cache.with_label_values(&["hit"]).inc();
+                v
+            }
+            None => {
+                self.metrics.token_cache.with_label_values(&["miss"]).inc();
+                self.cache
+                    .try_get_with(key, self.introspect_miss(token, client))
+                    .await
+                    .map_err(|e| match *e {
+                        MissError::RateLimited => AuthError::RateLimited,
+                        MissError::Overloaded => AuthError::Overloaded,
+                        MissError::Idp => AuthError::IdpUnavailable,
+                    })?
+            }
+        };
+        let claims = match verdict {
+            Verdict::Active(c) => c,
+            Verdict::Inactive => return Err(AuthError::Inactive),
+        };
+        self.check(&claims, endpoint_url)?;
+        Ok(Principal {
+            sub: claims.sub.clone(),
+            username: claims.username.clone(),
+            client_id: claims.client_id.clone(),
+        })
+    }
+
+    fn check(&self, c: &Claims, endpoint_url: &str) -> Result<(), AuthError> {
+        if c.exp.is_some_and(|exp| exp <= now_unix()) {
+            return Err(AuthError::Expired);
+        }
+        if let Some(iss) = &c.iss {
+            if normalise_url(iss) != self.issuer {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        if !audience_ok(
+            self.cfg.audience_check,
+            &c.aud,
+            &self.cfg.public_origin,
+            endpoint_url,
+        ) {
+            return Err(AuthError::WrongAudience);
+        }
+        if !self.cfg.allowed_client_ids.is_empty()
+            && !c
+                .client_id
+                .as_ref()
+                .is_some_and(|id| self.cfg.allowed_client_ids.contains(id))
+        {
+            return Err(AuthError::ClientNotAllowed);
+        }
+        Ok(())
+    }
+
+    /// The one introspection call for a cache miss (run once per key at a time).
+    async fn introspect_miss(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Verdict, MissError> {
+        if let Some(ip) = client {
+            if !self.limiter.allow(ip) {
+                self.metrics
+                    .introspections
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                return Err(MissError::RateLimited);
+            }
+        }
+        let permit =
+            match tokio::time::timeout(self.cfg.introspection.timeout, self.in_flight.acquire())
+                .await
+            {
+                Ok(Ok(p)) => p,
+                _ => {
+                    self.metrics
+                        .introspections
+                        .with_label_values(&["overloaded"])
+                        .inc();
+                    return Err(MissError::Overloaded);
+                }
+            };
+        let started = Instant::now();
+        let res = tokio::time::timeout(
+            self.cfg.introspection.timeout,
+            introspect(
+                &self.http,
+                self.cfg.introspection_url.as_str(),
+                &self.cfg.client_id,
+                self.secret.expose(),
+                token,
+                self.cfg.introspection.max_response_bytes,
+            ),
+        )
+        .await;
+        drop(permit);
+        self.metrics
+            .introspection_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match res {
+            Ok(Ok(claims)) if claims.active => {
+                self.metrics
+                    .introspections
+                    .with_label_values(&["active"])
+                    .inc();
+                self.seen_active.store(true, Ordering::Relaxed);
+                self.inactive_streak.store(0, Ordering::Relaxed);
+                Ok(Verdict::Active(Arc::new(claims)))
+            }
+            Ok(Ok(_)) => {
+                self.metrics
+                    .introspections
+                    .with_label_values(&["inactive"])
+                    .inc();
+                let streak = self.inactive_streak.fetch_add(1, Ordering::Relaxed) + 1;
+                if streak >= INACTIVE_STREAK_ALARM && !self.seen_active.load(Ordering::Relaxed) {
+                    self.alarm(&format!(
+                        "every one of the last {streak} tokens came back inactive and none was ever active: \
+                         tsidp answers active=false to callers it cannot identify, so check auth.client_id / \
+                         auth.client_secret and that this node may reach {}",
+                        self.cfg.introspection_url
+                    ));
+                }
+                Ok(Verdict::Inactive)
+            }
+            Ok(Err(e)) => {
+                self.metrics
+                    .introspections
+                    .with_label_values(&["error"])
+                    .inc();
+                match &e {
+                    IntrospectError::CredentialsRejected(_) => {
+                        self.alarm(&format!("token introspection refused the bridge: {e}"))
+                    }
+                    _ => log::warn!("token introspection failed: {e}"),
+                }
+                Err(MissError::Idp)
+            }
+            Err(_) => {
+                self.metrics
+                    .introspections
+                    .with_label_values(&["timeout"])
+                    .inc();
+                log::warn!(
+                    "token introspection timed out after {:?}",
+                    self.cfg.introspection.timeout
+                );
+                Err(MissError::Idp)
+            }
+        }
+    }
+
+    /// Log at error level, at most once a minute.
+    fn alarm(&self, msg: &str) {
+        if let Ok(mut at) = self.alarmed_at.lock() {
+            if at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                *at = Some(Instant::now());
+                log::error!("AUTH MISCONFIGURED? {msg}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_ttl_table() {
+        let max = Duration::from_secs(60);
+        let cases = [
+            (Some(1_000 + 300), 1_000, 60),
+            (Some(1_000 + 30), 1_000, 30),
+            (Some(1_000), 1_000, 0),
+            (Some(900), 1_000, 0),
+            (None, 1_000, 60),
+        ];
+        for (exp, now, want) in cases {
+            assert_eq!(
+                active_ttl(max, exp, now),
+                Duration::from_secs(want),
+                "{exp:?} {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn audience_table() {
+        let o = "https://mcp.example.com";
+        let ep = "https://mcp.example.com/mcp/a";
+        let aud = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        use AudienceCheck::*;
+        let cases: &[(AudienceCheck, &[&str], bool)] = &[
+            (Off, &["cid"], true),
+            (Origin, &["cid", "https://mcp.example.com/"], true),
+            (Origin, &["cid", "https://mcp.example.com"], true),
+            (Origin, &["cid", "https://mcp.example.com/mcp/a"], true),
+            (Origin, &["cid"], false),
+            (Origin, &["https://mcp.example.com.evil.net/"], false),
+            (Origin, &["https://mcp.example.comx"], false),
+            (Endpoint, &["cid", "https://mcp.example.com/mcp/a/"], true),
+            (Endpoint, &["https://mcp.example.com/mcp/a"], true),
+            (Endpoint, &["https://mcp.example.com/"], false),
+            (Endpoint, &["https://mcp.example.com/mcp/ab"], false),
+        ];
+        for (mode, a, want) in cases {
+            assert_eq!(audience_ok(*mode, &aud(a), o, ep), *want, "{mode:?} {a:?}");
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(AuthError::Missing.status(), 401);
+        assert_eq!(AuthError::Missing.challenge_error(), None);
+        assert_eq!(
+            AuthError::Inactive.challenge_error().unwrap().0,
+            "invalid_token"
+        );
+        assert_eq!(AuthError::IdpUnavailable.status(), 503);
+        assert_eq!(AuthError::RateLimited.status(), 429);
+        assert_eq!(AuthError::QueryToken.status(), 400);
+    }
+}

@@ -1,0 +1,388 @@
+//! The request_filter steps that belong to the OAuth resource server:
+//! discovery documents, the tsidp facade (`/authorize`, `/token`, `/register`) and
+//! bearer authentication. Each step returns `None` when the request is not its business.
+
+use super::ctx::Ctx;
+use super::respond::{self, Rejection};
+use super::Bridge;
+use crate::auth::metadata::{self, PRM_PATH};
+use crate::auth::{bearer, AuthError, AuthRuntime, REGISTRATION_KEY};
+use bytes::Bytes;
+use pingora::proxy::Session;
+use serde_json::json;
+
+/// Largest `/register` request body read.
+const MAX_REGISTRATION_BODY: usize = 16 << 10;
+/// Largest IdP answer relayed for `/register`.
+const MAX_REGISTRATION_ANSWER: u64 = 64 << 10;
+/// `Retry-After` for 503 answers caused by the IdP.
+const IDP_RETRY_AFTER: &str = "5";
+
+const JSON: &str = "application/json";
+
+/// Discovery documents are public; let browser-based clients read them.
+const CORS: (&str, &str) = ("access-control-allow-origin", "*");
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn is_get(session: &Session) -> bool {
+    matches!(
+        session.req_header().method,
+        http::Method::GET | http::Method::HEAD
+    )
+}
+
+impl Bridge {
+    /// Step: `/.well-known/…` documents (RFC 9728, RFC 8414).
+    pub(super) async fn well_known(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Option<pingora::Result<bool>> {
+        let auth = self.auth.as_ref()?;
+        let path = session.req_header().uri.path().to_string();
+        if !path.starts_with("/.well-known/") {
+            return None;
+        }
+        ctx.label = Some("_well_known");
+        let origin = auth.cfg.public_origin.as_str();
+        let doc = if path == PRM_PATH || path == format!("{PRM_PATH}/") {
+            Some(metadata::protected_resource(
+                origin,
+                None,
+                auth.advertised_server(),
+            ))
+        } else if let Some(rest) = path.strip_prefix(PRM_PATH) {
+            let rest = rest.trim_end_matches('/');
+            self.routes
+                .iter()
+                .find(|r| r.ep.enabled && r.ep.path == rest)
+                .map(|r| {
+                    metadata::protected_resource(origin, Some(&r.ep.path), auth.advertised_server())
+                })
+        } else if path == "/.well-known/oauth-authorization-server"
+            || path == "/.well-known/openid-configuration"
+        {
+            if !is_get(session) {
+                return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+            }
+            return Some(self.as_metadata(session, ctx, auth).await);
+        } else {
+            None
+        };
+        let Some(doc) = doc else {
+            return Some(self.refuse(session, ctx, Rejection::NotFound).await);
+        };
+        if !is_get(session) {
+            return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+        }
+        ctx.status = 200;
+        let body = Bytes::from(doc.to_string());
+        Some(
+            respond::send(session, 200, JSON, &[CORS], body, self.hsts())
+                .await
+                .map(|()| true),
+        )
+    }
+
+    async fn as_metadata(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        auth: &AuthRuntime,
+    ) -> pingora::Result<bool> {
+        let fetched = auth
+            .metadata
+            .get(&auth.http, auth.cfg.introspection.max_response_bytes)
+            .await;
+        let doc = fetched.as_ref().ok().and_then(|v| {
+            metadata::rewrite_as_metadata(
+                v,
+                &auth.cfg.public_origin,
+                auth.cfg.advertise,
+                auth.cfg.registration.enabled,
+            )
+        });
+        match doc {
+            Some(doc) => {
+                ctx.status = 200;
+                respond::send(
+                    session,
+                    200,
+                    JSON,
+                    &[CORS],
+                    Bytes::from(doc.to_string()),
+                    self.hsts(),
+                )
+                .await?;
+            }
+            None => {
+                if let Err(e) = &fetched {
+                    log::warn!("authorization-server metadata unavailable: {e}");
+                }
+                self.metrics
+                    .idp_metadata
+                    .with_label_values(&["error"])
+                    .inc();
+                ctx.status = 503;
+                let body = json!({"error": "temporarily_unavailable", "message": "the identity provider cannot be reached"});
+                respond::send(
+                    session,
+                    503,
+                    JSON,
+                    &[("retry-after", IDP_RETRY_AFTER)],
+                    Bytes::from(body.to_string()),
+                    self.hsts(),
+                )
+                .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Step: the tsidp facade. `/authorize` redirects, `/token` is proxied (the caller
+    /// continues to the upstream phases with `ctx.idp_path` set), `/register` is handled here.
+    pub(super) async fn facade(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Option<pingora::Result<bool>> {
+        let auth = self.auth.as_ref()?;
+        let path = session.req_header().uri.path();
+        match path {
+            "/authorize" => {
+                ctx.label = Some("_authorize");
+                if !is_get(session) {
+                    return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+                }
+                // The query goes on byte for byte (requirements #12).
+                let mut location = auth.authorization_endpoint();
+                if let Some(q) = session.req_header().uri.query() {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                ctx.status = 302;
+                Some(
+                    respond::send(
+                        session,
+                        302,
+                        JSON,
+                        &[("location", &location)],
+                        Bytes::new(),
+                        self.hsts(),
+                    )
+                    .await
+                    .map(|()| true),
+                )
+            }
+            "/token" => {
+                ctx.label = Some("_token");
+                if session.req_header().method != http::Method::POST {
+                    return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+                }
+                let idp_path = format!("{}/token", auth.cfg.issuer.path().trim_end_matches('/'));
+                ctx.idp_path = Some(idp_path);
+                None
+            }
+            "/register" => {
+                ctx.label = Some("_register");
+                if !auth.cfg.registration.enabled {
+                    return Some(self.refuse(session, ctx, Rejection::NotFound).await);
+                }
+                if session.req_header().method != http::Method::POST {
+                    return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+                }
+                Some(self.register(session, ctx, auth).await)
+            }
+            _ => None,
+        }
+    }
+
+    async fn register(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        auth: &AuthRuntime,
+    ) -> pingora::Result<bool> {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_REGISTRATION_BODY {
+                return self.refuse(session, ctx, Rejection::BodyTooLarge).await;
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let uris: Option<Vec<&str>> = doc
+            .get("redirect_uris")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|u| u.as_str()).collect());
+        let allowed = &auth.cfg.registration.allowed_redirect_uris;
+        let ok = uris.as_ref().is_some_and(|u| {
+            !u.is_empty()
+                && u.len() == doc["redirect_uris"].as_array().map_or(0, Vec::len)
+                && u.iter().all(|x| allowed.iter().any(|a| a == x))
+        });
+        if !ok {
+            ctx.status = 400;
+            let b = json!({"error": "invalid_redirect_uri", "error_description": "redirect_uris must be listed in auth.registration.allowed_redirect_uris"});
+            respond::send(
+                session,
+                400,
+                JSON,
+                &[],
+                Bytes::from(b.to_string()),
+                self.hsts(),
+            )
+            .await?;
+            return Ok(true);
+        }
+        if !auth.registrations.allow(REGISTRATION_KEY) {
+            ctx.status = 429;
+            let b = json!({"error": "rate_limited", "message": "too many registrations"});
+            respond::send(
+                session,
+                429,
+                JSON,
+                &[("retry-after", "60")],
+                Bytes::from(b.to_string()),
+                self.hsts(),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let sent = auth
+            .http
+            .post(format!("{}/register", auth.idp_base))
+            .header("content-type", JSON)
+            .header("accept", JSON)
+            .body(body)
+            .send()
+            .await;
+        let relayed = match sent {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let ctype = resp
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(JSON)
+                    .to_string();
+                crate::auth::introspect::read_capped(resp, MAX_REGISTRATION_ANSWER)
+                    .await
+                    .ok()
+                    .map(|b| (status, ctype, b))
+            }
+            Err(e) => {
+                log::warn!("/register: IdP unreachable: {e}");
+                None
+            }
+        };
+        match relayed {
+            Some((status, ctype, b)) => {
+                ctx.status = status;
+                respond::send(session, status, &ctype, &[], Bytes::from(b), self.hsts()).await?;
+            }
+            None => {
+                ctx.status = 503;
+                let b = json!({"error": "temporarily_unavailable"});
+                respond::send(
+                    session,
+                    503,
+                    JSON,
+                    &[("retry-after", IDP_RETRY_AFTER)],
+                    Bytes::from(b.to_string()),
+                    self.hsts(),
+                )
+                .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Step: authenticate a request to an endpoint (auth on only).
+    pub(super) async fn authenticate(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Option<pingora::Result<bool>> {
+        let auth = self.auth.as_ref()?;
+        let route = &self.routes[ctx.endpoint?];
+        let req = session.req_header();
+        let result = if bearer::token_in_query(req.uri.query()) {
+            Err(AuthError::QueryToken)
+        } else {
+            match bearer::parse(
+                req.headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            ) {
+                bearer::Presented::Nothing | bearer::Presented::OtherScheme => {
+                    Err(AuthError::Missing)
+                }
+                bearer::Presented::Malformed => Err(AuthError::Malformed),
+                bearer::Presented::Token(t) => {
+                    let endpoint_url = format!("{}{}", auth.cfg.public_origin, route.ep.path);
+                    auth.verifier
+                        .verify(t, client_ip(session), &endpoint_url)
+                        .await
+                }
+            }
+        };
+        match result {
+            Ok(p) => {
+                ctx.principal = Some(p);
+                None
+            }
+            Err(e) => Some(self.refuse_auth(session, ctx, auth, e).await),
+        }
+    }
+
+    async fn refuse_auth(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        auth: &AuthRuntime,
+        e: AuthError,
+    ) -> pingora::Result<bool> {
+        ctx.status = e.status();
+        ctx.auth_error = Some(e);
+        self.metrics
+            .auth_rejections
+            .with_label_values(&[e.reason()])
+            .inc();
+        let path = ctx
+            .endpoint
+            .map(|i| self.routes[i].ep.path.as_str())
+            .unwrap_or("");
+        let challenge = metadata::challenge(
+            &metadata::prm_url(&auth.cfg.public_origin, path),
+            e.challenge_error(),
+        );
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        if matches!(e.status(), 400 | 401 | 403) {
+            extra.push(("www-authenticate", &challenge));
+        }
+        match e.status() {
+            503 => extra.push(("retry-after", IDP_RETRY_AFTER)),
+            429 => extra.push(("retry-after", "1")),
+            _ => {}
+        }
+        let body = json!({"error": e.reason(), "message": e.challenge_error().map(|c| c.1).unwrap_or("authentication unavailable, retry later")});
+        session.set_keepalive(None);
+        respond::send(
+            session,
+            e.status(),
+            JSON,
+            &extra,
+            Bytes::from(body.to_string()),
+            self.hsts(),
+        )
+        .await?;
+        Ok(true)
+    }
+}
