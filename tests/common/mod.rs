@@ -295,6 +295,9 @@ impl Bridge {
         let dir = temp_dir("bridge");
         let port = free_port();
         let admin_port = free_port();
+        // Bodies may refer to the bridge's own port (for public URLs).
+        let body = body.replace("{BRIDGE_PORT}", &port.to_string());
+        let server_extra = server_extra.replace("{BRIDGE_PORT}", &port.to_string());
         let yaml = format!(
             "server:\n  listen: \"127.0.0.1:{port}\"\n  pid_file: \"{d}/tb.pid\"\n  upgrade_sock: \"{d}/tb.sock\"\n  grace_period: 20s\n  shutdown_timeout: 1s\n{server_extra}admin:\n  listen: \"127.0.0.1:{admin_port}\"\n{body}",
             d = dir.display()

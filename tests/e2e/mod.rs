@@ -25,16 +25,18 @@ impl Drop for Node {
     }
 }
 
-/// Start the SDK upstream server and return it with its port.
-fn start_sdk_server() -> (Node, u16) {
+/// Start a node script that prints `listening <port>` and return it with its port.
+fn start_node(script: &str, env: &[(&str, &str)]) -> (Node, u16) {
     let dir = e2e_dir();
-    let mut child = Command::new("node")
-        .arg(dir.join("server.mjs"))
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join(script))
         .env("PORT", "0")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node not found");
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("node not found");
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -44,6 +46,14 @@ fn start_sdk_server() -> (Node, u16) {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected server output: {line:?}"));
     (Node(child), port)
+}
+
+fn start_sdk_server() -> (Node, u16) {
+    start_node("server.mjs", &[])
+}
+
+fn run_node(args: Vec<String>) -> std::process::Output {
+    Command::new("node").args(args).output().unwrap()
 }
 
 #[tokio::test]
@@ -106,6 +116,100 @@ async fn sdk_client_through_bridge_to_sdk_server() {
     wait_for_metrics(
         &b,
         &["tailbridge_requests_total{endpoint=\"mcp/sdk\",method=\"DELETE\",status_class=\"2xx\"} 1"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
+    const REDIRECT: &str = "http://127.0.0.1:9/callback";
+    let clients = serde_json::json!([
+        {"client_id": "claude-e2e", "client_secret": "claude-e2e-secret", "redirect_uris": [REDIRECT]},
+        {"client_id": "bridge", "client_secret": "bridge-secret", "redirect_uris": ["http://127.0.0.1:9/unused"]},
+    ]);
+    let (_idp, idp_port) = start_node("idp.mjs", &[("CLIENTS", &clients.to_string())]);
+    let (_server, port) = start_sdk_server();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let body = format!(
+        concat!(
+            "tailnet:\n  mode: direct\n",
+            "auth:\n  issuer: {iss}\n  audience: http://127.0.0.1:{{BRIDGE_PORT}}\n",
+            "  introspection_url: {iss}/token/introspection\n",
+            "  client_id: bridge\n  client_secret_env: TB_E2E_BRIDGE_SECRET\n  allow_loopback_idp: true\n",
+            "endpoints:\n  - path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n"
+        ),
+        iss = issuer,
+        port = port
+    );
+    let b = Bridge::start_with_env(
+        "  public_url: http://127.0.0.1:{BRIDGE_PORT}\n",
+        &body,
+        &[("TB_E2E_BRIDGE_SECRET", "bridge-secret")],
+    )
+    .await;
+    let url = b.url("/mcp/sdk");
+    let args = vec![
+        e2e_dir().join("oauth-client.mjs").display().to_string(),
+        url.clone(),
+        "claude-e2e".into(),
+        "claude-e2e-secret".into(),
+    ];
+    let out = tokio::task::spawn_blocking(move || run_node(args))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "oauth client failed: {stdout}\n{}\nbridge log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.stderr()
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let bridge_origin = format!("http://127.0.0.1:{}", b.port);
+    // Discovery went through the bridge, the browser step went to the IdP.
+    assert!(
+        v["authorizeUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{issuer}/auth?")),
+        "{v}"
+    );
+    assert_eq!(v["asIssuer"], bridge_origin);
+    assert_eq!(v["tokenEndpoint"], format!("{bridge_origin}/token"));
+    assert_eq!(v["first"]["tools"], serde_json::json!(["count", "echo"]));
+    assert_eq!(v["first"]["echo"], "first");
+    assert_eq!(v["refreshed"], true);
+    assert_eq!(v["after-refresh"]["echo"], "after-refresh");
+    assert_eq!(
+        v["oldRefreshReused"], false,
+        "refresh tokens are single-use"
+    );
+    // The upstream never saw a bearer token; the bridge saw the user.
+    let stats: serde_json::Value = client()
+        .get(format!("http://127.0.0.1:{port}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        stats["authorization"].as_array().unwrap().is_empty(),
+        "token passthrough: {stats}"
+    );
+    let idp_stats: serde_json::Value = client()
+        .get(format!("{issuer}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(idp_stats["tokens"].as_u64().unwrap() >= 3, "{idp_stats}");
+    assert!(b.stderr().contains("sub=1001"), "{}", b.stderr());
+    wait_for_metrics(
+        &b,
+        &["tailbridge_introspections_total{outcome=\"active\"} 2"],
     )
     .await;
 }

@@ -1,0 +1,115 @@
+// The MCP SDK client doing the whole OAuth flow on its own against tailbridge, as Claude.ai
+// does: 401 → protected-resource metadata → AS metadata → authorize redirect (followed here,
+// with a cookie jar, since there is no browser) → token through the bridge → MCP calls.
+// Then a refresh through the bridge, and MCP calls with the refreshed token.
+// Usage: node oauth-client.mjs <endpoint URL> <client_id> <client_secret>
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { UnauthorizedError, refreshAuthorization, discoverAuthorizationServerMetadata } from "@modelcontextprotocol/sdk/client/auth.js";
+
+const [url, clientId, clientSecret] = process.argv.slice(2);
+const REDIRECT = "http://127.0.0.1:9/callback";
+const summary = { steps: [] };
+
+class Provider {
+  constructor() {
+    this._tokens = undefined;
+    this._verifier = undefined;
+    this.code = undefined;
+  }
+  get redirectUrl() { return REDIRECT; }
+  get clientMetadata() {
+    return {
+      redirect_uris: [REDIRECT],
+      client_name: "e2e",
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "client_secret_basic",
+    };
+  }
+  clientInformation() { return { client_id: clientId, client_secret: clientSecret }; }
+  tokens() { return this._tokens; }
+  saveTokens(t) { this._tokens = t; summary.steps.push("tokens saved"); }
+  saveCodeVerifier(v) { this._verifier = v; }
+  codeVerifier() { return this._verifier; }
+  async redirectToAuthorization(authUrl) {
+    summary.authorizeUrl = authUrl.toString();
+    // Follow redirects by hand with a cookie jar until the callback carries the code.
+    const jar = new Map();
+    let next = authUrl.toString();
+    for (let i = 0; i < 10; i++) {
+      const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join("; ");
+      const r = await fetch(next, { redirect: "manual", headers: cookie ? { cookie } : {} });
+      for (const c of r.headers.getSetCookie()) {
+        const [kv] = c.split(";");
+        const [k, ...v] = kv.split("=");
+        jar.set(k.trim(), v.join("="));
+      }
+      const loc = r.headers.get("location");
+      if (!loc) throw new Error(`authorize flow stopped at ${next}: HTTP ${r.status} ${await r.text()}`);
+      next = new URL(loc, next).toString();
+      summary.steps.push(`redirect ${r.status} -> ${new URL(next).origin}${new URL(next).pathname}`);
+      if (next.startsWith(REDIRECT)) {
+        const u = new URL(next);
+        if (u.searchParams.get("error")) throw new Error(`authorization error: ${u.search}`);
+        this.code = u.searchParams.get("code");
+        return;
+      }
+    }
+    throw new Error("too many redirects");
+  }
+}
+
+async function session(transport, label) {
+  const client = new Client({ name: "e2e-oauth", version: "1.0.0" });
+  await client.connect(transport);
+  const tools = await client.listTools();
+  const res = await client.callTool({ name: "echo", arguments: { text: label } });
+  summary[label] = { tools: tools.tools.map((t) => t.name).sort(), echo: res.content?.[0]?.text };
+  await transport.terminateSession().catch(() => {});
+  await client.close();
+}
+
+try {
+  const provider = new Provider();
+  let transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
+  try {
+    await new Client({ name: "e2e-oauth", version: "1.0.0" }).connect(transport);
+    throw new Error("expected the first connect to need authorization");
+  } catch (e) {
+    if (!(e instanceof UnauthorizedError)) throw e;
+    summary.steps.push("401 -> authorization");
+  }
+  await transport.finishAuth(provider.code);
+  transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
+  await session(transport, "first");
+
+  // Refresh through the bridge's /token, then use the new access token.
+  const origin = new URL(url).origin;
+  const metadata = await discoverAuthorizationServerMetadata(origin);
+  summary.asIssuer = metadata.issuer;
+  summary.tokenEndpoint = metadata.token_endpoint;
+  const old = provider.tokens();
+  const fresh = await refreshAuthorization(origin, {
+    metadata,
+    clientInformation: provider.clientInformation(),
+    refreshToken: old.refresh_token,
+    resource: new URL(url),
+  });
+  summary.refreshed = fresh.access_token !== old.access_token;
+  provider.saveTokens(fresh);
+  transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
+  await session(transport, "after-refresh");
+  // The old refresh token was rotated away: using it again must fail.
+  try {
+    await refreshAuthorization(origin, { metadata, clientInformation: provider.clientInformation(), refreshToken: old.refresh_token, resource: new URL(url) });
+    summary.oldRefreshReused = true;
+  } catch {
+    summary.oldRefreshReused = false;
+  }
+  console.log(JSON.stringify(summary));
+} catch (e) {
+  console.error("oauth client failed:", e?.stack || e);
+  console.log(JSON.stringify({ ...summary, error: String(e) }));
+  process.exit(1);
+}
