@@ -44,7 +44,7 @@ impl ServeHttp for AdminApp {
                 self.metrics.render(),
             ),
             "/healthz" | "/readyz" => {
-                let (code, body) = self.health.readiness();
+                let (code, body) = self.health.readiness_live().await;
                 reply(code, "application/json", body)
             }
             "/livez" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),

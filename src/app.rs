@@ -38,6 +38,7 @@ impl StartError {
             self,
             StartError::Secret(_)
                 | StartError::Proxy(_)
+                | StartError::Tailnet(crate::tailnet::StartError::Secret(_))
                 | StartError::Auth(crate::auth::AuthSetupError::Secret(_))
         )
     }
@@ -154,11 +155,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new()?);
     let connector = crate::tailnet::build(&config)?;
-    let health = Arc::new(Health {
-        connector: connector.clone(),
-        probes: Default::default(),
-        metrics: metrics.clone(),
-    });
+    let health = Arc::new(Health::new(connector.clone(), metrics.clone()));
     let auth = match &config.auth {
         Some(a) => Some(Arc::new(crate::auth::AuthRuntime::new(
             a.clone(),

@@ -34,12 +34,16 @@ impl ProbeResults {
     }
 }
 
+/// How stale the connector's own state may be when `/healthz` answers.
+const LIVE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Shared health state.
 #[derive(Debug)]
 pub struct Health {
     pub connector: Arc<dyn Connector>,
     pub probes: ProbeResults,
     pub metrics: Arc<Metrics>,
+    pub last_check: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,7 +56,35 @@ struct Report<'a> {
 }
 
 impl Health {
-    /// Readiness: `(HTTP status, JSON body)`.
+    pub fn new(connector: Arc<dyn Connector>, metrics: Arc<Metrics>) -> Self {
+        Health {
+            connector,
+            probes: ProbeResults::default(),
+            metrics,
+            last_check: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Readiness, re-checking the connector when its state is more than a second old.
+    pub async fn readiness_live(&self) -> (u16, Vec<u8>) {
+        let due = self
+            .last_check
+            .lock()
+            .map(|mut at| {
+                let due = at.is_none_or(|t| t.elapsed() >= LIVE_CHECK_EVERY);
+                if due {
+                    *at = Some(std::time::Instant::now());
+                }
+                due
+            })
+            .unwrap_or(false);
+        if due {
+            let _ = tokio::time::timeout(LIVE_CHECK_EVERY, self.connector.refresh_status()).await;
+        }
+        self.readiness()
+    }
+
+    /// Readiness from the last known state: `(HTTP status, JSON body)`.
     pub fn readiness(&self) -> (u16, Vec<u8>) {
         let st = self.connector.status();
         self.metrics
@@ -87,6 +119,7 @@ impl Health {
 
     /// Probe every enabled endpoint's upstream once (a TCP dial through the connector).
     pub async fn probe_all(&self, endpoints: &[Endpoint], timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.connector.refresh_status()).await;
         for ep in endpoints.iter().filter(|e| e.enabled) {
             let up = matches!(
                 tokio::time::timeout(timeout, self.connector.dial(&ep.host, ep.port)).await,

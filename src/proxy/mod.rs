@@ -213,10 +213,10 @@ impl Bridge {
     }
 
     /// Step 2: built-in routes.
-    fn builtin(&self, req: &RequestHeader) -> Option<(&'static str, u16, Vec<u8>)> {
+    async fn builtin(&self, req: &RequestHeader) -> Option<(&'static str, u16, Vec<u8>)> {
         match req.uri.path() {
             "/healthz" | "/readyz" => {
-                let (code, body) = self.health.readiness();
+                let (code, body) = self.health.readiness_live().await;
                 Some(("health", code, body))
             }
             "/livez" => Some(("health", 200, br#"{"status":"ok"}"#.to_vec())),
@@ -405,7 +405,7 @@ impl ProxyHttp for Bridge {
         if let Some(why) = self.check_header_limits(session.req_header()) {
             return self.refuse(session, ctx, why).await;
         }
-        if let Some((name, code, body)) = self.builtin(session.req_header()) {
+        if let Some((name, code, body)) = self.builtin(session.req_header()).await {
             ctx.builtin = Some(name);
             ctx.status = code;
             let head = session.req_header().method == http::Method::GET

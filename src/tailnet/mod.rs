@@ -8,6 +8,7 @@
 
 mod conn;
 pub mod direct;
+pub mod socks5;
 
 pub use conn::TailnetConn;
 
@@ -77,6 +78,9 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// The connector's state now (cheap; called on every `/healthz`).
     fn status(&self) -> TailnetStatus;
 
+    /// Re-check the connector's own state (called by the health prober).
+    async fn refresh_status(&self) {}
+
     /// The proxy reqwest must use to reach the tailnet (IdP calls), if any.
     fn reqwest_proxy(&self) -> Option<reqwest::Proxy> {
         None
@@ -87,10 +91,18 @@ pub trait Connector: Send + Sync + fmt::Debug {
 pub fn build(config: &Config) -> Result<Arc<dyn Connector>, StartError> {
     match config.tailnet.mode {
         TailnetMode::Direct => Ok(Arc::new(direct::Direct::new())),
-        TailnetMode::Socks5 => Err(StartError::ModeUnavailable {
-            mode: "socks5",
-            why: "socks5 mode is not available in this version",
-        }),
+        TailnetMode::Socks5 => {
+            let s = config
+                .tailnet
+                .socks5
+                .as_ref()
+                .ok_or(StartError::Config("tailnet.socks5.address is required"))?;
+            let credentials = match (&s.username, &s.password) {
+                (Some(u), Some(p)) => Some((u.clone(), p.resolve()?)),
+                _ => None,
+            };
+            Ok(Arc::new(socks5::Socks5::new(s.address.clone(), credentials)))
+        }
         TailnetMode::Tsnet => Err(StartError::ModeUnavailable {
             mode: "tsnet",
             why: "the embedded tailnet node is not available in this build (build with --features tailscale)",
@@ -101,6 +113,10 @@ pub fn build(config: &Config) -> Result<Arc<dyn Connector>, StartError> {
 /// Why the tailnet connector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("tailnet.socks5.password: {0}")]
+    Secret(#[from] crate::config::secrets::SecretError),
+    #[error("{0}")]
+    Config(&'static str),
     #[error("tailnet.mode {mode}: {why}")]
     ModeUnavailable {
         mode: &'static str,
