@@ -23,7 +23,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-UP=$(port); SSE=$(port); TB=$(port); TBA=$(port); NG=$(port); CA=$(port)
+UP=$(port); SSE=$(port); TB=$(port); TBA=$(port); NG=$(port); CA=$(port); IDP=$(port); TBX=$(port); TBXA=$(port)
 mkdir -p "$W/nginx-up" "$W/nginx-proxy"
 
 # Upstream: nginx answering every POST with a small JSON-RPC result.
@@ -50,6 +50,25 @@ endpoints:
   - { path: /mcp/sse, target: "http://127.0.0.1:$SSE/sse" }
 CONF
 "$BIN" --config "$W/tb.yaml" & TB_PID=$!; PIDS+=($TB_PID)
+
+# tailbridge with auth against a stub IdP: after the first request every token is a cache hit.
+python3 benches/idp_stub.py "$IDP" & PIDS+=($!)
+cat > "$W/tbx.yaml" <<CONF
+server: { listen: "127.0.0.1:$TBX", threads: 1, pid_file: "$W/tbx.pid", upgrade_sock: "$W/tbx.sock" }
+admin: { listen: "127.0.0.1:$TBXA" }
+tailnet: { mode: direct }
+log: { access_log: false, level: error }
+auth:
+  issuer: "http://127.0.0.1:$IDP"
+  audience: "https://mcp.example.com"
+  introspection_url: "http://127.0.0.1:$IDP/introspect"
+  client_id: bench
+  client_secret: bench
+  allow_loopback_idp: true
+endpoints:
+  - { path: /mcp/bench, target: "http://127.0.0.1:$UP/mcp" }
+CONF
+"$BIN" --config "$W/tbx.yaml" & PIDS+=($!)
 
 # nginx as a reverse proxy, configured the way an operator would for MCP.
 cat > "$W/nginx-proxy/nginx.conf" <<CONF
@@ -84,7 +103,7 @@ http://127.0.0.1:$CA {
 CONF
 GOMAXPROCS=1 HOME=$W XDG_DATA_HOME=$W XDG_CONFIG_HOME=$W caddy run --config "$W/Caddyfile" --adapter caddyfile >"$W/caddy.log" 2>&1 & CA_PID=$!; PIDS+=($CA_PID)
 
-for p in $UP $SSE $TB $NG $CA; do wait_port $p; done
+for p in $UP $SSE $TB $NG $CA $IDP $TBX; do wait_port $p; done
 
 head -c 1024 /dev/zero | tr '\0' 'x' | python3 -c 'import sys,json; print(json.dumps({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":sys.stdin.read()[:960]}}}))' > "$W/body.json"
 cat > "$W/post.lua" <<LUA
@@ -93,10 +112,12 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 LUA
+sed 's/^wrk.method = "POST"/wrk.method = "POST"\nwrk.headers["Authorization"] = "Bearer bench-token-0123456789abcdef"/' "$W/post.lua" > "$W/post-auth.lua"
 
-run_wrk() { # name url
-  wrk -t1 -c32 -d2s -s "$W/post.lua" "$2" >/dev/null 2>&1 || true   # warm-up
-  local out; out=$(wrk -t1 -c32 -d"${DUR}s" --latency -s "$W/post.lua" "$2")
+run_wrk() { # name url [script]
+  local script=${3:-$W/post.lua}
+  wrk -t1 -c32 -d2s -s "$script" "$2" >/dev/null 2>&1 || true   # warm-up
+  local out; out=$(wrk -t1 -c32 -d"${DUR}s" --latency -s "$script" "$2")
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
@@ -116,8 +137,11 @@ echo "| target     |  req/s     | p50      | p99      | non-2xx |"
 echo "|------------|-----------:|---------:|---------:|-------:|"
 run_wrk direct "http://127.0.0.1:$UP/mcp"
 run_wrk tailbridge "http://127.0.0.1:$TB/mcp/bench"
+run_wrk "tb+auth" "http://127.0.0.1:$TBX/mcp/bench" "$W/post-auth.lua"
 run_wrk nginx "http://127.0.0.1:$NG/mcp/bench"
 run_wrk caddy "http://127.0.0.1:$CA/mcp/bench"
+echo
+echo "tb+auth: tailbridge with token validation on; every request carries the same bearer token, so all but the first are token-cache hits."
 echo
 echo "### SSE fan-out: $STREAMS concurrent streams, one event per second per stream"
 echo

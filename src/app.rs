@@ -134,6 +134,39 @@ impl BackgroundService for MetadataRefresher {
     }
 }
 
+/// Tells systemd (`Type=notify`) that tailbridge is ready once the main listener accepts
+/// connections. Does nothing when `NOTIFY_SOCKET` is unset.
+struct SystemdNotify {
+    listen: std::net::SocketAddr,
+}
+
+#[async_trait]
+impl BackgroundService for SystemdNotify {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        let mut probe = self.listen;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match probe {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        for _ in 0..600 {
+            if tokio::net::TcpStream::connect(probe).await.is_ok() {
+                match crate::observe::sd_notify(&socket, "READY=1\nSTATUS=serving") {
+                    Ok(()) => log::debug!("told systemd we are ready"),
+                    Err(e) => log::warn!("cannot notify systemd: {e}"),
+                }
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        log::warn!("main listener never accepted a connection; systemd not notified");
+    }
+}
+
 fn server_conf(config: &Config) -> ServerConf {
     let s = &config.server;
     ServerConf {
@@ -225,6 +258,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             },
         ));
     }
+    server.add_service(background_service(
+        "systemd notify",
+        SystemdNotify {
+            listen: config.server.listen,
+        },
+    ));
     server.add_service(background_service(
         "drain",
         Drain {

@@ -111,6 +111,17 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .into(),
         );
     }
+    if let TlsMode::Files {
+        cert_file,
+        key_file,
+    } = &config.tls.mode
+    {
+        for (field, path) in [("tls.cert_file", cert_file), ("tls.key_file", key_file)] {
+            if let Err(e) = std::fs::metadata(path) {
+                w.push(format!("{field}: cannot read {}: {e}", path.display()));
+            }
+        }
+    }
     if config.auth.is_some() && config.tls.mode == TlsMode::Off {
         w.push("auth is on but TLS is off: run behind a TLS-terminating proxy".into());
     }

@@ -112,3 +112,29 @@ async fn healthcheck_command() {
         .unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[tokio::test]
+async fn notifies_systemd_when_listening() {
+    let dir = temp_dir("notify");
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let up = Upstream::start().await;
+    let b = Bridge::start_with_env(
+        "",
+        &format!(
+            "tailnet:\n  mode: direct\nendpoints:\n  - path: /a\n    target: {}\n",
+            up.url("/")
+        ),
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    )
+    .await;
+    let mut buf = [0u8; 256];
+    let n = tokio::task::spawn_blocking(move || sock.recv(&mut buf).map(|n| (n, buf)))
+        .await
+        .unwrap()
+        .expect("no sd_notify message");
+    let msg = String::from_utf8_lossy(&n.1[..n.0]).into_owned();
+    assert!(msg.contains("READY=1"), "{msg}");
+    drop(b);
+}

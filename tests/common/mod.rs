@@ -291,7 +291,16 @@ impl Bridge {
         Self::start_with_env(server_extra, body, &[]).await
     }
 
+    /// Start with TLS on the main listener: readiness is judged on the admin listener only.
+    pub async fn start_tls(server_extra: &str, body: &str) -> Bridge {
+        Self::launch(server_extra, body, &[], false).await
+    }
+
     pub async fn start_with_env(server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
+        Self::launch(server_extra, body, env, true).await
+    }
+
+    async fn launch(server_extra: &str, body: &str, env: &[(&str, &str)], plain: bool) -> Bridge {
         let dir = temp_dir("bridge");
         let port = free_port();
         let admin_port = free_port();
@@ -322,11 +331,11 @@ impl Bridge {
             dir,
             log,
         };
-        b.wait_ready().await;
+        b.wait_ready(plain).await;
         b
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self, plain: bool) {
         let c = client();
         let deadline = Instant::now() + HANG_GUARD;
         loop {
@@ -334,6 +343,9 @@ impl Bridge {
                 panic!("tailbridge exited early with {status}:\n{}", self.stderr());
             }
             if let Ok(r) = c.get(self.admin("/livez")).send().await {
+                if r.status() == 200 && !plain {
+                    return;
+                }
                 if r.status() == 200 {
                     if let Ok(r) = c.get(self.url("/livez")).send().await {
                         if r.status() == 200 {

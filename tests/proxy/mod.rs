@@ -514,3 +514,62 @@ async fn reuses_upstream_connections() {
         "{conns} upstream connections for 20 sequential requests"
     );
 }
+
+#[tokio::test]
+async fn tls_from_files_with_hsts() {
+    let up = Upstream::start().await;
+    let dir = temp_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let body = format!(
+        "tls:\n  mode: files\n  cert_file: {}\n  key_file: {}\ntailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/a\n    target: {}\n",
+        cert.display(),
+        key.display(),
+        up.url("/up")
+    );
+    // The readiness probe speaks plain HTTP to the admin listener only; the main one is TLS.
+    let b = Bridge::start_tls("", &body).await;
+    init();
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let r = c
+        .post(format!("https://localhost:{}/mcp/a", b.port))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=63072000; includeSubDomains; preload"
+    );
+    assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
+}
