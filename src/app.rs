@@ -34,11 +34,16 @@ impl StartError {
     /// True when the failure is the operator's configuration (missing secret, unreadable
     /// token file): exit code 64 instead of 1.
     pub fn is_config(&self) -> bool {
+        #[cfg(feature = "tailscale")]
+        if let StartError::Tailnet(crate::tailnet::StartError::Tsnet(e)) = self {
+            return e.is_config();
+        }
         matches!(
             self,
             StartError::Secret(_)
                 | StartError::Proxy(_)
                 | StartError::Tailnet(crate::tailnet::StartError::Secret(_))
+                | StartError::Tailnet(crate::tailnet::StartError::Config(_))
                 | StartError::Auth(crate::auth::AuthSetupError::Secret(_))
         )
     }
@@ -79,6 +84,8 @@ impl BackgroundService for Prober {
 /// they end or the grace period runs out.
 struct Drain {
     metrics: Arc<Metrics>,
+    connector: Arc<dyn crate::tailnet::Connector>,
+    grace: std::time::Duration,
 }
 
 /// How often the drain watcher looks at the in-flight count.
@@ -96,9 +103,22 @@ impl BackgroundService for Drain {
             "shutting down: draining {} request(s) in flight",
             self.metrics.active_requests.get()
         );
+        let started = Instant::now();
+        // Leave before pingora's own grace timer so that the connector can shut down (an
+        // ephemeral node logs out) instead of being cut off.
+        let budget = self.grace.saturating_sub(DRAIN_POLL * 2);
         loop {
-            if self.metrics.active_requests.get() <= 0 {
-                log::info!("drained, exiting");
+            let idle = self.metrics.active_requests.get() <= 0;
+            if idle || started.elapsed() >= budget {
+                if idle {
+                    log::info!("drained, exiting");
+                } else {
+                    log::warn!(
+                        "grace period over with {} request(s) still in flight, exiting",
+                        self.metrics.active_requests.get()
+                    );
+                }
+                self.connector.shutdown();
                 std::process::exit(0);
             }
             tokio::time::sleep(DRAIN_POLL).await;
@@ -268,6 +288,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         "drain",
         Drain {
             metrics: metrics.clone(),
+            connector: connector.clone(),
+            grace: config.server.grace_period,
         },
     ));
 
@@ -276,6 +298,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     metrics
         .startup_seconds
         .observe(started.elapsed().as_secs_f64());
+    let addresses = connector.addresses();
+    if !addresses.is_empty() {
+        log::info!("tailnet addresses: {}", addresses.join(", "));
+    }
     log::info!(
         "tailbridge {} listening on {}{} (tailnet mode {}, {} endpoint(s), auth {})",
         env!("CARGO_PKG_VERSION"),

@@ -52,6 +52,8 @@ struct Report<'a> {
     tsnet_connected: bool,
     mode: &'a str,
     reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    addresses: Vec<String>,
     upstreams: BTreeMap<String, &'a str>,
 }
 
@@ -111,6 +113,7 @@ impl Health {
             tsnet_connected: st.tsnet_connected,
             mode: st.mode.as_str(),
             reasons,
+            addresses: self.connector.addresses(),
             upstreams,
         };
         let code = if st.ready { 200 } else { 503 };

@@ -9,6 +9,8 @@
 mod conn;
 pub mod direct;
 pub mod socks5;
+#[cfg(feature = "tailscale")]
+pub mod tsnet;
 
 pub use conn::TailnetConn;
 
@@ -81,6 +83,14 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// Re-check the connector's own state (called by the health prober).
     async fn refresh_status(&self) {}
 
+    /// Stop the connector at shutdown (an ephemeral node logs out).
+    fn shutdown(&self) {}
+
+    /// The connector's own tailnet addresses, when it has a node.
+    fn addresses(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The proxy reqwest must use to reach the tailnet (IdP calls), if any.
     fn reqwest_proxy(&self) -> Option<reqwest::Proxy> {
         None
@@ -103,6 +113,9 @@ pub fn build(config: &Config) -> Result<Arc<dyn Connector>, StartError> {
             };
             Ok(Arc::new(socks5::Socks5::new(s.address.clone(), credentials)))
         }
+        #[cfg(feature = "tailscale")]
+        TailnetMode::Tsnet => Ok(Arc::new(tsnet::Tsnet::start(&config.tailnet)?)),
+        #[cfg(not(feature = "tailscale"))]
         TailnetMode::Tsnet => Err(StartError::ModeUnavailable {
             mode: "tsnet",
             why: "the embedded tailnet node is not available in this build (build with --features tailscale)",
@@ -113,6 +126,9 @@ pub fn build(config: &Config) -> Result<Arc<dyn Connector>, StartError> {
 /// Why the tailnet connector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[cfg(feature = "tailscale")]
+    #[error(transparent)]
+    Tsnet(#[from] tsnet::TsnetError),
     #[error("tailnet.socks5.password: {0}")]
     Secret(#[from] crate::config::secrets::SecretError),
     #[error("{0}")]

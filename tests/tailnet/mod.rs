@@ -1,5 +1,8 @@
 //! Tailnet connector modes through the running binary: socks5 against the real
-//! `microsocks` (apt).
+//! `microsocks` (apt), tsnet through the libtailscale test double.
+
+#[cfg(feature = "tailscale")]
+mod tsnet;
 
 use crate::common::idp::{Idp, CLIENT_ID, CLIENT_SECRET};
 use crate::common::*;

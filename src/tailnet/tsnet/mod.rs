@@ -1,0 +1,367 @@
+//! `tsnet` mode: an embedded tailnet node through libtailscale.
+//!
+//! libtailscale's calls block (and its dial has no timeout), so they run on threads owned by
+//! this backend: one thread brings the node up, and a bounded pool of dial threads serves
+//! dials. A dial waits in the caller's (async) timeout; a connection that arrives after its
+//! caller gave up is closed by the pool thread. Each target may hold at most a few dial
+//! threads, so one unreachable upstream cannot stall the others.
+//!
+//! reqwest reaches the tailnet through the node's loopback SOCKS5 proxy; the node's state is
+//! read from its LocalAPI (`/localapi/v0/status`) for `/healthz`.
+
+mod ffi;
+
+use super::{Connector, DialError, TailnetConn, TailnetStatus};
+use crate::config::{Tailnet, TailnetMode};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Dial threads in the pool.
+const DIAL_THREADS: usize = 8;
+/// Dials that may wait for a thread before new ones are refused.
+const DIAL_QUEUE: usize = 64;
+/// Dial threads one target may occupy at once.
+const DIALS_PER_TARGET: usize = 3;
+/// How long start-up waits for the node to come up.
+const UP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why the embedded node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TsnetError {
+    #[error("tailnet.state_dir {dir}: {source}")]
+    StateDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tailnet: no auth key and no saved node state in {dir}: {why} (the first start needs tailnet.authkey_env or authkey_file)")]
+    NoKey { dir: String, why: String },
+    #[error("tailnet.authkey: {0}")]
+    Secret(#[from] crate::config::secrets::SecretError),
+    #[error("tailnet: {0}")]
+    Ffi(#[from] ffi::FfiError),
+    #[error("tailnet: the node did not come up within {0:?}")]
+    UpTimeout(Duration),
+    #[error("tailnet.client_secret: OAuth client secrets need tailnet.tags and the Tailscale API, which this build does not call; create a tagged auth key instead")]
+    OAuthUnsupported,
+}
+
+impl TsnetError {
+    /// True for problems the operator fixes in the config or its secrets (exit code 64).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            TsnetError::NoKey { .. } | TsnetError::Secret(_) | TsnetError::OAuthUnsupported
+        )
+    }
+}
+
+type DialReply = tokio::sync::oneshot::Sender<Result<std::os::fd::OwnedFd, ffi::FfiError>>;
+
+struct Job {
+    addr: String,
+    reply: DialReply,
+}
+
+/// The embedded node as a connector.
+pub struct Tsnet {
+    server: Arc<ffi::Server>,
+    jobs: SyncSender<Job>,
+    busy: Arc<Mutex<HashMap<String, usize>>>,
+    loopback: (String, String, String),
+    http: reqwest::Client,
+    connected: AtomicBool,
+    reason: Mutex<Option<String>>,
+    ephemeral: bool,
+    closed: AtomicBool,
+    pub ips: Vec<String>,
+}
+
+impl std::fmt::Debug for Tsnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tsnet").field("ips", &self.ips).finish()
+    }
+}
+
+fn has_state(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+impl Tsnet {
+    /// Configure the node and bring it up (blocks up to [`UP_TIMEOUT`]).
+    pub fn start(cfg: &Tailnet) -> Result<Tsnet, TsnetError> {
+        if cfg.client_secret.is_some() {
+            return Err(TsnetError::OAuthUnsupported);
+        }
+        let dir = cfg.state_dir.display().to_string();
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| TsnetError::StateDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let key = match &cfg.authkey {
+            Some(src) => match src.resolve() {
+                Ok(k) => Some(k),
+                // The key is only needed until the node has state.
+                Err(_) if has_state(&cfg.state_dir) => None,
+                Err(e) => {
+                    return Err(TsnetError::NoKey {
+                        dir,
+                        why: format!("tailnet.authkey: {e}"),
+                    })
+                }
+            },
+            None => None,
+        };
+        if key.is_none() && !has_state(&cfg.state_dir) {
+            return Err(TsnetError::NoKey {
+                dir,
+                why: "no authkey_env or authkey_file configured".into(),
+            });
+        }
+        let server = Arc::new(ffi::Server::new());
+        server.set_dir(&dir)?;
+        server.set_hostname(&cfg.hostname)?;
+        server.set_ephemeral(cfg.ephemeral)?;
+        if let Some(k) = &key {
+            server.set_authkey(k.expose())?;
+        }
+        if let Some(u) = &cfg.control_url {
+            server.set_control_url(u.as_str())?;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = server.clone();
+        std::thread::Builder::new()
+            .name("tsnet-up".into())
+            .spawn(move || {
+                let _ = tx.send(s2.up());
+            })
+            .map_err(|source| TsnetError::StateDir {
+                dir: dir.clone(),
+                source,
+            })?;
+        match rx.recv_timeout(UP_TIMEOUT) {
+            Ok(r) => r?,
+            Err(_) => {
+                let _ = server.close();
+                return Err(TsnetError::UpTimeout(UP_TIMEOUT));
+            }
+        }
+        let ips = server.ips().unwrap_or_default();
+        let loopback = server.loopback()?;
+        let (jobs, rx) = sync_channel::<Job>(DIAL_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..DIAL_THREADS {
+            let (rx, s) = (rx.clone(), server.clone());
+            std::thread::Builder::new()
+                .name(format!("tsnet-dial-{i}"))
+                .spawn(move || dial_worker(&rx, &s))
+                .map_err(|source| TsnetError::StateDir {
+                    dir: dir.clone(),
+                    source,
+                })?;
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        log::info!(
+            "tailnet node {} is up, addresses {}",
+            cfg.hostname,
+            if ips.is_empty() {
+                "(none yet)".to_string()
+            } else {
+                ips.join(", ")
+            }
+        );
+        Ok(Tsnet {
+            server,
+            jobs,
+            busy: Arc::new(Mutex::new(HashMap::new())),
+            loopback,
+            http,
+            connected: AtomicBool::new(true),
+            reason: Mutex::new(None),
+            ephemeral: cfg.ephemeral,
+            closed: AtomicBool::new(false),
+            ips,
+        })
+    }
+
+    fn set_state(&self, connected: bool, reason: Option<String>) {
+        self.connected.store(connected, Ordering::Relaxed);
+        if let Ok(mut r) = self.reason.lock() {
+            *r = reason;
+        }
+    }
+}
+
+fn dial_worker(rx: &Mutex<Receiver<Job>>, server: &ffi::Server) {
+    loop {
+        let job = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let res = server.dial(&job.addr);
+        // If the caller gave up, the descriptor comes back here and is closed on drop.
+        let _ = job.reply.send(res);
+    }
+}
+
+/// Releases a target's dial slot when the dial ends (or its caller gives up).
+struct Slot {
+    busy: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.busy.lock() {
+            if let Some(n) = m.get_mut(&self.key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for Tsnet {
+    async fn dial(&self, host: &str, port: u16) -> Result<TailnetConn, DialError> {
+        let addr = format!("{host}:{port}");
+        let _slot = {
+            let mut m = self.busy.lock().map_err(|_| DialError::Unavailable {
+                reason: "dial pool poisoned",
+            })?;
+            let n = m.entry(addr.clone()).or_insert(0);
+            if *n >= DIALS_PER_TARGET {
+                return Err(DialError::Unavailable {
+                    reason: "too many dials in progress to this target",
+                });
+            }
+            *n += 1;
+            Slot {
+                busy: self.busy.clone(),
+                key: addr.clone(),
+            }
+        };
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        match self.jobs.try_send(Job {
+            addr: addr.clone(),
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(DialError::Unavailable {
+                    reason: "tailnet dial pool saturated",
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(DialError::Unavailable {
+                    reason: "tailnet node stopped",
+                })
+            }
+        }
+        // The caller's timeout (EndpointDialer) bounds this wait; the slot is held until the
+        // library returns or the caller gives up.
+        let fd = match wait.await {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(e)) => {
+                return Err(DialError::Connect {
+                    target: addr,
+                    source: std::io::Error::other(e.message),
+                })
+            }
+            Err(_) => {
+                return Err(DialError::Unavailable {
+                    reason: "tailnet node stopped",
+                })
+            }
+        };
+        let std_stream = std::os::unix::net::UnixStream::from(fd);
+        let conn = std_stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(std_stream))
+            .map_err(|source| DialError::Connect {
+                target: addr,
+                source,
+            })?;
+        Ok(TailnetConn::Unix(conn))
+    }
+
+    fn status(&self) -> TailnetStatus {
+        let connected =
+            self.connected.load(Ordering::Relaxed) && !self.closed.load(Ordering::Relaxed);
+        TailnetStatus {
+            mode: TailnetMode::Tsnet,
+            ready: connected,
+            tsnet_connected: connected,
+            reason: if connected {
+                None
+            } else {
+                self.reason.lock().ok().and_then(|r| r.clone())
+            },
+        }
+    }
+
+    async fn refresh_status(&self) {
+        let (addr, _, local) = &self.loopback;
+        let res = self
+            .http
+            .get(format!("http://{addr}/localapi/v0/status"))
+            .header("Sec-Tailscale", "localapi")
+            .basic_auth("", Some(local))
+            .send()
+            .await;
+        let state = match res {
+            Ok(r) if r.status().is_success() => {
+                r.json::<serde_json::Value>().await.ok().and_then(|v| {
+                    v.get("BackendState")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_string)
+                })
+            }
+            Ok(r) => Some(format!("LocalAPI answered HTTP {}", r.status().as_u16())),
+            Err(e) => Some(format!("LocalAPI unreachable: {e}")),
+        };
+        match state.as_deref() {
+            Some("Running") => self.set_state(true, None),
+            Some(other) => self.set_state(false, Some(format!("node state {other}"))),
+            None => self.set_state(false, Some("node state unknown".into())),
+        }
+    }
+
+    fn reqwest_proxy(&self) -> Option<reqwest::Proxy> {
+        let (addr, proxy_cred, _) = &self.loopback;
+        reqwest::Proxy::all(format!("socks5h://{addr}"))
+            .ok()
+            .map(|p| p.basic_auth("tsnet", proxy_cred))
+    }
+
+    fn shutdown(&self) {
+        if self.ephemeral && !self.closed.swap(true, Ordering::SeqCst) {
+            match self.server.close() {
+                Ok(()) => log::info!("ephemeral tailnet node logged out"),
+                Err(e) => log::warn!("closing the tailnet node: {e}"),
+            }
+        }
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.ips.clone()
+    }
+}

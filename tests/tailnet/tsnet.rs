@@ -1,0 +1,226 @@
+//! tsnet mode through the real libtailscale-sys bindings, linked to the libtailscale test
+//! double (`testing/tailscale-test-double`): every tailnet name reaches 127.0.0.1, dials are
+//! logged in the state dir, and marker files simulate outages.
+
+use crate::common::idp::{Idp, CLIENT_ID, CLIENT_SECRET};
+use crate::common::*;
+
+fn tsnet_config(state: &std::path::Path, extra_tailnet: &str, endpoints: &str) -> String {
+    format!(
+        "tailnet:\n  mode: tsnet\n  hostname: bridge-test\n  state_dir: {}\n  authkey_env: TB_TEST_TS_AUTHKEY\n{extra_tailnet}health:\n  probe_interval: 1s\nendpoints:\n{endpoints}",
+        state.display()
+    )
+}
+
+#[tokio::test]
+async fn tsnet_node_carries_traffic_and_reports_state() {
+    let up = Upstream::start().await;
+    let state = temp_dir("tsnet");
+    let endpoints = format!(
+        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n  - path: /mcp/dead\n    target: http://blackhole.tail1234.ts.net:9/mcp\n    timeouts: {{connect: 1s}}\n",
+        up.addr.port()
+    );
+    let b = Bridge::start_with_env(
+        "",
+        &tsnet_config(&state, "", &endpoints),
+        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
+    )
+    .await;
+    let c = client();
+    let r = c.post(b.url("/mcp/a")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        up.last().header("host"),
+        Some(format!("notes.tail1234.ts.net:{}", up.addr.port()).as_str())
+    );
+    let dials = std::fs::read_to_string(state.join("test-double-dials.log")).unwrap();
+    assert!(
+        dials.contains(&format!("notes.tail1234.ts.net:{}", up.addr.port())),
+        "{dials}"
+    );
+    assert!(
+        b.stderr().contains("100.64.0.7"),
+        "tailnet addresses are logged at start"
+    );
+
+    let v: serde_json::Value = c
+        .get(b.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["tsnet_connected"], true);
+    assert_eq!(v["mode"], "tsnet");
+    assert_eq!(v["addresses"][0], "100.64.0.7");
+
+    // A dead peer (the dial never returns) is bounded by the connect timeout and cannot
+    // stall the other endpoint, even under many concurrent requests.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (c, url) = (c.clone(), b.url("/mcp/dead"));
+        set.spawn(async move {
+            c.post(url)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            c.post(b.url("/mcp/a"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    while let Some(s) = set.join_next().await {
+        assert!(matches!(s.unwrap(), 502 | 504));
+    }
+    assert_eq!(
+        c.post(b.url("/mcp/a"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Losing the tailnet degrades /healthz; coming back recovers it.
+    std::fs::write(state.join("test-double-offline"), "").unwrap();
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let r = c.get(b.admin("/healthz")).send().await.unwrap();
+        if r.status() == 503 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["tsnet_connected"], false);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz never degraded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::fs::remove_file(state.join("test-double-offline")).unwrap();
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while c.get(b.admin("/healthz")).send().await.unwrap().status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz never recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    wait_for_metrics(&b, &["tailbridge_tailnet_ready{mode=\"tsnet\"} 1"]).await;
+}
+
+#[test]
+fn tsnet_start_needs_a_valid_key_until_there_is_state() {
+    let state = temp_dir("tsnet-key");
+    let cfg = tsnet_config(&state, "", "  - path: /a\n    target: http://x.ts.net/\n");
+    let cfg = format!(
+        "server:\n  listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"\"\n{cfg}",
+        free_port()
+    );
+    // No key, no state: a clear error naming the fix.
+    let (code, _, err) = run_cli(&[], Some(&cfg));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("no auth key and no saved node state"), "{err}");
+    // A key the control server refuses.
+    let dir = temp_dir("tsnet-cli");
+    let p = dir.join("c.yaml");
+    std::fs::write(&p, &cfg).unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&p)
+        .env("TB_TEST_TS_AUTHKEY", "bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn tsnet_restarts_from_state_and_ephemeral_nodes_log_out() {
+    let up = Upstream::start().await;
+    let state = temp_dir("tsnet-eph");
+    let endpoints = format!(
+        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n",
+        up.addr.port()
+    );
+    let cfg = tsnet_config(&state, "  ephemeral: true\n", &endpoints);
+    let b = Bridge::start_with_env("", &cfg, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await;
+    drop(b);
+    // Killed without a clean stop: the state stays and the key is no longer needed.
+    assert!(state.join("test-double-state").exists());
+    let b = Bridge::start("", &cfg).await;
+    assert_eq!(
+        client()
+            .post(b.url("/mcp/a"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    b.signal("TERM");
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while !state.join("test-double-logged-out").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ephemeral node did not log out:\n{}",
+            b.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn introspection_goes_through_the_node() {
+    let up = Upstream::start().await;
+    let idp = Idp::start().await;
+    let state = temp_dir("tsnet-idp");
+    let idp_url = format!("http://idp.tail1234.ts.net:{}", idp.addr.port());
+    let endpoints = format!(
+        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n",
+        up.addr.port()
+    );
+    let cfg = tsnet_config(&state, "", &endpoints);
+    let (head, eps) = cfg.split_once("endpoints:").unwrap();
+    let cfg = format!(
+        "{head}auth:\n  issuer: {idp_url}\n  audience: https://mcp.example.com\n  introspection_url: {idp_url}/introspect\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\nendpoints:{eps}"
+    );
+    let b = Bridge::start_with_env("", &cfg, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await;
+    idp.set(
+        "tok",
+        serde_json::json!({"active": true, "aud": ["https://mcp.example.com/"], "iss": idp_url, "sub": "3", "exp": now() + 300}),
+    );
+    let r = client()
+        .post(b.url("/mcp/a"))
+        .bearer_auth("tok")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", b.stderr());
+    assert_eq!(idp.introspections(), 1);
+    let dials = std::fs::read_to_string(state.join("test-double-dials.log")).unwrap();
+    assert!(
+        dials.contains(&format!("idp.tail1234.ts.net:{}", idp.addr.port())),
+        "{dials}"
+    );
+}
