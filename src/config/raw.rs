@@ -84,6 +84,7 @@ pub struct RawTailnet {
     pub client_secret_file: Option<String>,
     pub tags: Option<Vec<String>>,
     pub control_url: Option<String>,
+    pub api_url: Option<String>,
     pub ephemeral: Option<bool>,
     pub socks5: Option<RawSocks5>,
     #[serde(flatten)]

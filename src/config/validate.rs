@@ -16,6 +16,8 @@ use url::Url;
 
 /// Default main listener, as in tsmcp's examples.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8900";
+/// The Tailscale API used to mint auth keys from an OAuth client secret.
+pub const DEFAULT_TAILSCALE_API: &str = "https://api.tailscale.com";
 /// Default admin (metrics and health) listener.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Default upstream connect timeout.
@@ -113,6 +115,9 @@ pub struct Tailnet {
     pub client_secret: Option<SecretSource>,
     pub tags: Vec<String>,
     pub control_url: Option<Url>,
+    /// Tailscale API base, used to mint a tagged auth key from an OAuth client secret
+    /// (default [`DEFAULT_TAILSCALE_API`]).
+    pub api_url: Option<Url>,
     pub ephemeral: bool,
     pub socks5: Option<Socks5>,
 }
@@ -573,6 +578,7 @@ fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
             "client_secret_file",
             "tags",
             "control_url",
+            "api_url",
             "ephemeral",
             "socks5",
         ],
@@ -642,6 +648,15 @@ fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
             None
         }
     });
+    let api_url = raw.api_url.and_then(|u| match Url::parse(&u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            Some(url)
+        }
+        _ => {
+            e.add("tailnet.api_url", format!("`{u}` is not an http(s) URL"));
+            None
+        }
+    });
     if mode == TailnetMode::Tsnet {
         if raw.state_dir.is_none() {
             e.add("tailnet.state_dir", "required when tailnet.mode is tsnet");
@@ -677,6 +692,7 @@ fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
         client_secret,
         tags,
         control_url,
+        api_url,
         ephemeral: raw.ephemeral.unwrap_or(false),
         socks5,
     }

@@ -10,6 +10,7 @@
 //! read from its LocalAPI (`/localapi/v0/status`) for `/healthz`.
 
 mod ffi;
+mod oauth;
 
 use super::{Connector, DialError, TailnetConn, TailnetStatus};
 use crate::config::{Tailnet, TailnetMode};
@@ -46,8 +47,8 @@ pub enum TsnetError {
     Ffi(#[from] ffi::FfiError),
     #[error("tailnet: the node did not come up within {0:?}")]
     UpTimeout(Duration),
-    #[error("tailnet.client_secret: OAuth client secrets need tailnet.tags and the Tailscale API, which this build does not call; create a tagged auth key instead")]
-    OAuthUnsupported,
+    #[error("tailnet.client_secret: {0}")]
+    OAuthKey(#[from] oauth::OAuthKeyError),
 }
 
 impl TsnetError {
@@ -55,7 +56,9 @@ impl TsnetError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            TsnetError::NoKey { .. } | TsnetError::Secret(_) | TsnetError::OAuthUnsupported
+            TsnetError::NoKey { .. }
+                | TsnetError::Secret(_)
+                | TsnetError::OAuthKey(oauth::OAuthKeyError::BadSecret)
         )
     }
 }
@@ -96,9 +99,6 @@ fn has_state(dir: &std::path::Path) -> bool {
 impl Tsnet {
     /// Configure the node and bring it up (blocks up to [`UP_TIMEOUT`]).
     pub fn start(cfg: &Tailnet) -> Result<Tsnet, TsnetError> {
-        if cfg.client_secret.is_some() {
-            return Err(TsnetError::OAuthUnsupported);
-        }
         let dir = cfg.state_dir.display().to_string();
         std::fs::create_dir_all(&cfg.state_dir).map_err(|source| TsnetError::StateDir {
             dir: dir.clone(),
@@ -109,8 +109,39 @@ impl Tsnet {
             let _ =
                 std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700));
         }
-        let key = match &cfg.authkey {
-            Some(src) => match src.resolve() {
+        let key = match (&cfg.authkey, &cfg.client_secret) {
+            (_, Some(src)) if !has_state(&cfg.state_dir) => {
+                let secret = src.resolve()?;
+                let api = cfg
+                    .api_url
+                    .as_ref()
+                    .map(|u| u.as_str().to_string())
+                    .unwrap_or_else(|| crate::config::validate::DEFAULT_TAILSCALE_API.to_string());
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| TsnetError::StateDir {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+                let (tags, eph) = (cfg.tags.clone(), cfg.ephemeral);
+                // Its own thread and runtime: this runs before pingora's runtimes exist.
+                let minted = std::thread::scope(|s| {
+                    s.spawn(|| rt.block_on(oauth::mint_key(&api, secret.expose(), &tags, eph)))
+                        .join()
+                })
+                .map_err(|_| oauth::OAuthKeyError::Api {
+                    step: "auth key creation",
+                    reason: "worker thread panicked".into(),
+                })??;
+                log::info!(
+                    "minted a tagged auth key ({}) from the OAuth client secret",
+                    cfg.tags.join(",")
+                );
+                Some(crate::config::secrets::SecretSource::Inline(minted).resolve()?)
+            }
+            (_, Some(_)) => None,
+            (Some(src), None) => match src.resolve() {
                 Ok(k) => Some(k),
                 // The key is only needed until the node has state.
                 Err(_) if has_state(&cfg.state_dir) => None,
@@ -121,7 +152,7 @@ impl Tsnet {
                     })
                 }
             },
-            None => None,
+            (None, None) => None,
         };
         if key.is_none() && !has_state(&cfg.state_dir) {
             return Err(TsnetError::NoKey {
