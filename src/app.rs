@@ -158,6 +158,8 @@ impl BackgroundService for MetadataRefresher {
 /// connections. Does nothing when `NOTIFY_SOCKET` is unset.
 struct SystemdNotify {
     listen: std::net::SocketAddr,
+    /// Started by `tailbridge reload`: tell systemd this process is now the main one.
+    upgraded: bool,
 }
 
 #[async_trait]
@@ -175,7 +177,15 @@ impl BackgroundService for SystemdNotify {
         }
         for _ in 0..600 {
             if tokio::net::TcpStream::connect(probe).await.is_ok() {
-                match crate::observe::sd_notify(&socket, "READY=1\nSTATUS=serving") {
+                let msg = if self.upgraded {
+                    format!(
+                        "MAINPID={}\nREADY=1\nSTATUS=serving (reloaded)",
+                        std::process::id()
+                    )
+                } else {
+                    "READY=1\nSTATUS=serving".to_string()
+                };
+                match crate::observe::sd_notify(&socket, &msg) {
                     Ok(()) => log::debug!("told systemd we are ready"),
                     Err(e) => log::warn!("cannot notify systemd: {e}"),
                 }
@@ -184,6 +194,37 @@ impl BackgroundService for SystemdNotify {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         log::warn!("main listener never accepted a connection; systemd not notified");
+    }
+}
+
+/// Watches for SIGQUIT (graceful upgrade) and SIGTERM (shutdown) and flips the proxy into
+/// draining mode at once: from then on every response closes its connection, so clients
+/// move to fresh connections (served by the new process during an upgrade) instead of
+/// reusing one the old process is about to close.
+struct DrainSignals {
+    draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl BackgroundService for DrainSignals {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut quit), Ok(mut term)) =
+            (signal(SignalKind::quit()), signal(SignalKind::terminate()))
+        else {
+            log::warn!(
+                "cannot watch SIGQUIT/SIGTERM; connections will not be closed early on reload"
+            );
+            return;
+        };
+        tokio::select! {
+            _ = quit.recv() => {}
+            _ = term.recv() => {}
+            _ = shutdown.changed() => {}
+        }
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        log::info!("draining: responses now close their connections");
     }
 }
 
@@ -224,13 +265,21 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         health.clone(),
         metrics.clone(),
     )?;
+    let draining = bridge.draining();
 
     let opt = Opt {
         upgrade: opts.upgrade,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
+    // With --upgrade this waits for the running instance's listening sockets.
     server.bootstrap();
+    if let Err(e) = crate::reload::write_pid(&config.server.pid_file) {
+        log::warn!(
+            "cannot write pid file {}: {e}",
+            config.server.pid_file.display()
+        );
+    }
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, bridge, "tailbridge");
@@ -279,9 +328,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         ));
     }
     server.add_service(background_service(
+        "drain signals",
+        DrainSignals { draining },
+    ));
+    server.add_service(background_service(
         "systemd notify",
         SystemdNotify {
             listen: config.server.listen,
+            upgraded: opts.upgrade,
         },
     ));
     server.add_service(background_service(

@@ -38,6 +38,10 @@ pub struct Cli {
 pub enum Command {
     /// Validate the config, print a summary, exit 0 (valid) or 64 (invalid).
     Check,
+    /// Replace the running instance without dropping requests: validate the config (exit 64
+    /// if invalid, the running process keeps serving), start a new process that takes over the
+    /// listening sockets, and let the old one drain.
+    Reload,
     /// Probe a /healthz URL; exit 0 when it answers 200, 1 otherwise.
     Healthcheck {
         /// URL to probe (plain http).

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod observe;
 pub mod proxy;
+pub mod reload;
 pub mod tailnet;
 
 /// Cargo features compiled in, for `tailbridge_build_info`.

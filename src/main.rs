@@ -36,6 +36,25 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG as u8)
             }
         },
+        Some(Command::Reload) => match config::load(&args.config) {
+            Ok(cfg) => match tailbridge::reload::reload(&cfg, &args.config, args.debug) {
+                Ok(pid) => {
+                    println!("reloaded: process {pid} serves {}", args.config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: reload failed: {e}");
+                    ExitCode::from(EXIT_START as u8)
+                }
+            },
+            Err(e) => {
+                eprintln!(
+                    "error: {e}
+reload refused: the running process keeps its configuration"
+                );
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
         None => {
             let cfg = match config::load(&args.config) {
                 Ok(c) => c,

@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod e2e;
 mod proxy;
+mod reload;
 mod tailnet;

@@ -63,6 +63,8 @@ pub struct Bridge {
     idp_authority: String,
     /// Identity header names: client copies are always removed.
     identity_headers: Vec<String>,
+    /// Set on SIGQUIT/SIGTERM: every response closes its connection.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     access_log: bool,
     log_format: crate::config::LogFormat,
     health: Arc<Health>,
@@ -189,11 +191,17 @@ impl Bridge {
             idp_peer,
             idp_authority,
             identity_headers,
+            draining: Arc::default(),
             access_log: config.log.access_log,
             log_format: config.log.format,
             health,
             metrics,
         })
+    }
+
+    /// The flag that puts the proxy into draining mode.
+    pub fn draining(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.draining.clone()
     }
 
     fn hsts(&self) -> Option<&str> {
@@ -576,11 +584,14 @@ impl ProxyHttp for Bridge {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.status = resp.status.as_u16();
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
         headers::secure_response(resp, self.hsts())
             .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
         if headers::is_event_stream(resp) && !ctx.stream_open {
