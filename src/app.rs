@@ -228,6 +228,34 @@ impl BackgroundService for DrainSignals {
     }
 }
 
+/// Re-reads the certificate file every minute and exports its remaining lifetime.
+struct CertWatch {
+    file: std::path::PathBuf,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BackgroundService for CertWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let label = self.file.display().to_string();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match crate::tls::seconds_left(&self.file) {
+                    Ok(left) => {
+                        self.metrics.cert_expiry.with_label_values(&[&label]).set(left);
+                        if left < 14 * 86_400 {
+                            log::warn!("TLS certificate {label} expires in {} day(s)", left / 86_400);
+                        }
+                    }
+                    Err(e) => log::warn!("TLS certificate: {e}"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 fn server_conf(config: &Config) -> ServerConf {
     let s = &config.server;
     ServerConf {
@@ -297,6 +325,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             .map_err(|e| StartError::Tls(e.to_string()))?;
             tls.enable_h2();
             proxy.add_tls_with_settings(&listen, None, tls);
+            server.add_service(background_service(
+                "certificate expiry",
+                CertWatch {
+                    file: cert_file.clone(),
+                    metrics: metrics.clone(),
+                },
+            ));
         }
     }
     server.add_service(proxy);

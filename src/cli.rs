@@ -120,10 +120,24 @@ pub fn warnings(config: &Config) -> Vec<String> {
         key_file,
     } = &config.tls.mode
     {
-        for (field, path) in [("tls.cert_file", cert_file), ("tls.key_file", key_file)] {
-            if let Err(e) = std::fs::metadata(path) {
-                w.push(format!("{field}: cannot read {}: {e}", path.display()));
-            }
+        if let Err(e) = std::fs::metadata(key_file) {
+            w.push(format!(
+                "tls.key_file: cannot read {}: {e}",
+                key_file.display()
+            ));
+        }
+        match crate::tls::seconds_left(cert_file) {
+            Ok(left) if left <= 0 => w.push(format!(
+                "tls.cert_file: {} has expired",
+                cert_file.display()
+            )),
+            Ok(left) if left < 14 * 86_400 => w.push(format!(
+                "tls.cert_file: {} expires in {} day(s)",
+                cert_file.display(),
+                left / 86_400
+            )),
+            Ok(_) => {}
+            Err(e) => w.push(format!("tls.cert_file: {e}")),
         }
     }
     if config.auth.is_some() && config.tls.mode == TlsMode::Off {

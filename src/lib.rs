@@ -15,6 +15,7 @@ pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod tailnet;
+pub mod tls;
 
 /// Cargo features compiled in, for `tailbridge_build_info`.
 pub const FEATURES: &str = if cfg!(feature = "tailscale") {

@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod common;
 mod e2e;
+mod monitoring;
 mod proxy;
 mod reload;
 mod tailnet;

@@ -55,6 +55,21 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every variant, for pre-creating metric series.
+    pub const ALL: [AuthError; 11] = [
+        AuthError::Missing,
+        AuthError::Malformed,
+        AuthError::QueryToken,
+        AuthError::Inactive,
+        AuthError::Expired,
+        AuthError::WrongIssuer,
+        AuthError::WrongAudience,
+        AuthError::ClientNotAllowed,
+        AuthError::RateLimited,
+        AuthError::Overloaded,
+        AuthError::IdpUnavailable,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             AuthError::Missing

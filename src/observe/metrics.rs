@@ -43,6 +43,7 @@ pub struct Metrics {
     pub auth_rejections: IntCounterVec,
     pub token_endpoint: IntCounterVec,
     pub idp_metadata: IntCounterVec,
+    pub cert_expiry: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -192,6 +193,14 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "tailbridge_tls_certificate_expiry_seconds",
+                "Seconds until the served TLS certificate expires (negative once expired), by file.",
+            ),
+            &["file"],
+        )?;
+        registry.register(Box::new(cert_expiry.clone()))?;
         for m in [
             &introspections,
             &token_cache,
@@ -239,15 +248,54 @@ impl Metrics {
             auth_rejections,
             token_endpoint,
             idp_metadata,
+            cert_expiry,
         })
     }
 
     /// Pre-create the per-endpoint series so that dashboards show zeros, not gaps.
     pub fn init_endpoint(&self, endpoint: &str) {
+        for reason in ["resolve", "timeout", "refused", "unavailable"] {
+            self.upstream_connect_errors
+                .with_label_values(&[endpoint, reason]);
+        }
+        for class in ["2xx", "4xx", "5xx"] {
+            for method in ["GET", "POST", "DELETE"] {
+                self.requests.with_label_values(&[endpoint, method, class]);
+            }
+        }
+        for method in ["GET", "POST", "DELETE"] {
+            self.request_seconds.with_label_values(&[endpoint, method]);
+        }
         self.active_streams.with_label_values(&[endpoint]).set(0);
         self.request_bytes.with_label_values(&[endpoint]);
         self.response_bytes.with_label_values(&[endpoint]);
         self.upstream_connect_seconds.with_label_values(&[endpoint]);
+    }
+
+    /// Pre-create the auth series (all outcomes and reasons at zero).
+    pub fn init_auth<'a>(&self, reasons: impl Iterator<Item = &'a str>) {
+        for o in [
+            "active",
+            "inactive",
+            "error",
+            "timeout",
+            "rate_limited",
+            "overloaded",
+        ] {
+            self.introspections.with_label_values(&[o]);
+        }
+        for r in ["hit", "miss"] {
+            self.token_cache.with_label_values(&[r]);
+        }
+        for c in ["2xx", "4xx", "5xx"] {
+            self.token_endpoint.with_label_values(&[c]);
+        }
+        for o in ["ok", "error"] {
+            self.idp_metadata.with_label_values(&[o]);
+        }
+        for r in reasons {
+            self.auth_rejections.with_label_values(&[r]);
+        }
     }
 
     /// The registry in Prometheus text format.

@@ -108,6 +108,12 @@ impl Bridge {
             });
         }
         let tls_on = config.tls.mode != TlsMode::Off;
+        for r in Rejection::ALL {
+            metrics.rejections.with_label_values(&[r.reason()]);
+        }
+        if auth.is_some() {
+            metrics.init_auth(crate::auth::AuthError::ALL.iter().map(|e| e.reason()));
+        }
         let (idp_peer, idp_authority) = match &auth {
             Some(a) => {
                 let u = &a.cfg.issuer;

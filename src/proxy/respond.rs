@@ -22,6 +22,20 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every variant, for pre-creating metric series.
+    pub const ALL: [Rejection; 10] = [
+        Rejection::BadPath,
+        Rejection::NotFound,
+        Rejection::EndpointDisabled,
+        Rejection::MethodNotAllowed,
+        Rejection::OriginForbidden,
+        Rejection::BodyTooLarge,
+        Rejection::HeadersTooLarge,
+        Rejection::UpstreamUnreachable,
+        Rejection::UpstreamTimeout,
+        Rejection::UpstreamFailed,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             Rejection::BadPath => 400,

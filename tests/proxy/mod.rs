@@ -519,32 +519,7 @@ async fn reuses_upstream_connections() {
 async fn tls_from_files_with_hsts() {
     let up = Upstream::start().await;
     let dir = temp_dir("tls");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (cert, key) = self_signed(&dir);
     let body = format!(
         "tls:\n  mode: files\n  cert_file: {}\n  key_file: {}\ntailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/a\n    target: {}\n",
         cert.display(),
