@@ -228,28 +228,52 @@ impl BackgroundService for DrainSignals {
     }
 }
 
-/// Re-reads the certificate file every minute and exports its remaining lifetime.
+/// How often the certificate files are checked for changes.
+const CERT_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reloads the certificate files when they change (no restart, open connections untouched)
+/// and exports the served certificate's remaining lifetime.
 struct CertWatch {
     file: std::path::PathBuf,
+    resolver: Arc<crate::tls::FileResolver>,
     metrics: Arc<Metrics>,
+}
+
+impl CertWatch {
+    fn check(&self, label: &str) {
+        match self.resolver.reload_if_changed() {
+            Ok(true) => log::info!("TLS certificate reloaded from {label}"),
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("TLS certificate change refused, still serving the previous one: {e}")
+            }
+        }
+        match crate::tls::seconds_left(&self.file) {
+            Ok(left) => {
+                self.metrics
+                    .cert_expiry
+                    .with_label_values(&[label])
+                    .set(left);
+                if left < 14 * 86_400 {
+                    log::warn!(
+                        "TLS certificate {label} expires in {} day(s)",
+                        left / 86_400
+                    );
+                }
+            }
+            Err(e) => log::warn!("TLS certificate: {e}"),
+        }
+    }
 }
 
 #[async_trait]
 impl BackgroundService for CertWatch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut tick = tokio::time::interval(CERT_POLL);
         let label = self.file.display().to_string();
         loop {
             tokio::select! {
-                _ = tick.tick() => match crate::tls::seconds_left(&self.file) {
-                    Ok(left) => {
-                        self.metrics.cert_expiry.with_label_values(&[&label]).set(left);
-                        if left < 14 * 86_400 {
-                            log::warn!("TLS certificate {label} expires in {} day(s)", left / 86_400);
-                        }
-                    }
-                    Err(e) => log::warn!("TLS certificate: {e}"),
-                },
+                _ = tick.tick() => self.check(&label),
                 _ = shutdown.changed() => return,
             }
         }
@@ -318,17 +342,21 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             cert_file,
             key_file,
         } => {
-            let mut tls = pingora::listeners::tls::TlsSettings::intermediate(
-                &cert_file.display().to_string(),
-                &key_file.display().to_string(),
-            )
-            .map_err(|e| StartError::Tls(e.to_string()))?;
+            // Loaded here (pingora's own loader panics on a bad file) and swapped on change.
+            let resolver = Arc::new(
+                crate::tls::FileResolver::load(cert_file, key_file)
+                    .map_err(|e| StartError::Tls(e.to_string()))?,
+            );
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
             proxy.add_tls_with_settings(&listen, None, tls);
             server.add_service(background_service(
-                "certificate expiry",
+                "certificate files",
                 CertWatch {
                     file: cert_file.clone(),
+                    resolver,
                     metrics: metrics.clone(),
                 },
             ));

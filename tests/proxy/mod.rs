@@ -548,3 +548,100 @@ async fn tls_from_files_with_hsts() {
     );
     assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
 }
+
+#[tokio::test]
+async fn tls_certificate_files_reload_without_restart() {
+    let up = Upstream::start().await;
+    let (d1, d2, live) = (temp_dir("tls1"), temp_dir("tls2"), temp_dir("tls-live"));
+    let (c1, k1) = self_signed(&d1);
+    let (c2, k2) = self_signed(&d2);
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    std::fs::copy(&c1, &cert).unwrap();
+    std::fs::copy(&k1, &key).unwrap();
+    let body = format!(
+        "tls:\n  mode: files\n  cert_file: {}\n  key_file: {}\ntailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/a\n    target: {}\n",
+        cert.display(),
+        key.display(),
+        up.url("/up")
+    );
+    let b = Bridge::start_tls("", &body).await;
+    init();
+    // A fresh client per check: no pooled connection, no TLS session to resume.
+    let fresh = || {
+        reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&c1).unwrap()).unwrap(),
+            )
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&c2).unwrap()).unwrap(),
+            )
+            .tls_info(true)
+            .timeout(HANG_GUARD)
+            .build()
+            .unwrap()
+    };
+    let kept = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&c1).unwrap()).unwrap())
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/mcp/a", b.port);
+    let der = |pem: &std::path::Path| {
+        let text = std::fs::read_to_string(pem).unwrap();
+        let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+        b64
+    };
+    let presented = |r: &reqwest::Response| {
+        let info = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+        info.peer_certificate().unwrap().to_vec()
+    };
+    let r = fresh().post(&url).body("{}").send().await.unwrap();
+    let first = presented(&r);
+    assert_eq!(
+        kept.post(&url).body("{}").send().await.unwrap().status(),
+        200
+    );
+
+    // A key that does not match the certificate is refused; the old pair stays in service.
+    std::fs::copy(&k2, &key).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let r = fresh().post(&url).body("{}").send().await.unwrap();
+    assert_eq!(presented(&r), first);
+    assert!(b.stderr().contains("change refused"), "{}", b.stderr());
+
+    // The matching certificate arrives: new handshakes get it, without a restart.
+    std::fs::copy(&c2, &cert).unwrap();
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let r = fresh().post(&url).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        if presented(&r) != first {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certificate never reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_ne!(der(&c1), der(&c2));
+    // The connection opened before the change is still served.
+    assert_eq!(
+        kept.post(&url).body("{}").send().await.unwrap().status(),
+        200
+    );
+}
+
+#[test]
+fn unreadable_certificate_is_a_clean_start_error() {
+    let (code, _, err) = run_cli(
+        &[],
+        Some(&format!(
+            "server:\n  listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"\"\ntls:\n  mode: files\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\ntailnet:\n  mode: direct\nendpoints:\n  - path: /a\n    target: http://127.0.0.1:1/\n",
+            free_port()
+        )),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tls.cert_file /nonexistent/cert.pem"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
