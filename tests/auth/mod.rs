@@ -503,22 +503,7 @@ async fn authorize_redirect_and_token_proxy() {
 #[tokio::test]
 async fn token_is_never_retried() {
     // An IdP that reads the request and drops the connection.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let g2 = got.clone();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            if let Ok(n) = s.read(&mut buf).await {
-                if n > 0 && buf.starts_with(b"POST /token") {
-                    g2.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
-    });
+    let (addr, got) = request_swallower(b"POST /token").await;
     let up = Upstream::start().await;
     let body = format!(
         "tailnet:\n  mode: direct\nauth:\n  issuer: http://{addr}\n  audience: https://mcp.example.com\n  introspection_url: http://{addr}/introspect\n  client_id: c\n  client_secret: s\n  allow_loopback_idp: true\nendpoints:\n  - path: /mcp/a\n    target: {}\n",

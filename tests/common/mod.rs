@@ -253,6 +253,59 @@ pub async fn wait_for_metrics(b: &Bridge, needles: &[&str]) -> String {
     }
 }
 
+/// Poll a health URL until it answers `status`; returns its JSON body.
+pub async fn wait_for_health(url: &str, status: u16) -> serde_json::Value {
+    let c = client();
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let r = c.get(url).send().await.unwrap();
+        if r.status() == status {
+            return r.json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "{url} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET `url` and parse its JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A fake upstream that reads one request per connection and drops the connection without
+/// answering. Counts the requests whose first bytes start with `prefix` (health probes
+/// connect and send nothing, so they are not counted).
+pub async fn request_swallower(
+    prefix: &'static [u8],
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = s.read(&mut buf).await {
+                if n > 0 && buf[..n].starts_with(prefix) {
+                    s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    (addr, seen)
+}
+
 /// Send one SSE event.
 pub async fn send_event(tx: &SseSender, data: &str) {
     tx.send(Ok(Frame::data(Bytes::from(format!("data: {data}\n\n")))))

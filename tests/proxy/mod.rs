@@ -310,24 +310,7 @@ async fn passes_202_delete_and_reports_dead_upstream() {
 #[tokio::test]
 async fn never_retries_a_post_whose_body_was_sent() {
     // An upstream that reads the request and then drops the connection without answering.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a2 = accepted.clone();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            // Health probes connect and close without sending: count only real requests.
-            if let Ok(n) = s.read(&mut buf).await {
-                if n > 0 {
-                    a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-            drop(s);
-        }
-    });
+    let (addr, accepted) = request_swallower(b"POST ").await;
     let body = format!("tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/flaky\n    target: http://{addr}/mcp\n");
     let b = Bridge::start("", &body).await;
     let r = client()

@@ -104,14 +104,7 @@ async fn socks5_carries_upstream_traffic_and_recovers() {
         "microsocks did not carry the request:\n{}",
         socks.log()
     );
-    let v: serde_json::Value = c
-        .get(b.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(&b.url("/healthz")).await;
     assert_eq!(v["mode"], "socks5");
     assert_eq!(v["status"], "ok");
 
@@ -125,40 +118,17 @@ async fn socks5_carries_upstream_traffic_and_recovers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    loop {
-        let r = c.get(b.admin("/healthz")).send().await.unwrap();
-        if r.status() == 503 {
-            let v: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(v["status"], "degraded");
-            assert!(
-                v["reasons"][0].as_str().unwrap().contains("SOCKS5 proxy"),
-                "{v}"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "healthz never degraded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let v = wait_for_health(&b.admin("/healthz"), 503).await;
+    assert_eq!(v["status"], "degraded");
+    assert!(
+        v["reasons"][0].as_str().unwrap().contains("SOCKS5 proxy"),
+        "{v}"
+    );
     wait_for_metrics(&b, &["tailbridge_tailnet_ready{mode=\"socks5\"} 0"]).await;
 
     // Proxy back: the bridge recovers by itself.
     socks.spawn();
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    loop {
-        let ok = c.get(b.url("/healthz")).send().await.unwrap().status() == 200;
-        if ok {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "healthz never recovered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for_health(&b.url("/healthz"), 200).await;
     let r = c.post(b.url("/mcp/a")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 200);
 }

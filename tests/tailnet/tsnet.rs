@@ -43,14 +43,7 @@ async fn tsnet_node_carries_traffic_and_reports_state() {
         "tailnet addresses are logged at start"
     );
 
-    let v: serde_json::Value = c
-        .get(b.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(&b.url("/healthz")).await;
     assert_eq!(v["status"], "ok");
     assert_eq!(v["tsnet_connected"], true);
     assert_eq!(v["mode"], "tsnet");
@@ -97,29 +90,10 @@ async fn tsnet_node_carries_traffic_and_reports_state() {
 
     // Losing the tailnet degrades /healthz; coming back recovers it.
     std::fs::write(state.join("test-double-offline"), "").unwrap();
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    loop {
-        let r = c.get(b.admin("/healthz")).send().await.unwrap();
-        if r.status() == 503 {
-            let v: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(v["tsnet_connected"], false);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "healthz never degraded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let v = wait_for_health(&b.admin("/healthz"), 503).await;
+    assert_eq!(v["tsnet_connected"], false);
     std::fs::remove_file(state.join("test-double-offline")).unwrap();
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    while c.get(b.admin("/healthz")).send().await.unwrap().status() != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "healthz never recovered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for_health(&b.admin("/healthz"), 200).await;
     wait_for_metrics(&b, &["tailbridge_tailnet_ready{mode=\"tsnet\"} 1"]).await;
 }
 
