@@ -8,7 +8,7 @@
 # Usage: bash tests/run.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e/node_modules/oidc-provider ]; then
+if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e/node_modules/oidc-provider ] || [ ! -d tests/e2e/node_modules/mcp-remote ]; then
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 cargo test --all-targets "$@"

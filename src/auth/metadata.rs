@@ -65,6 +65,10 @@ pub fn rewrite_as_metadata(
     }
     if advertise == Advertise::Bridge {
         doc.insert("issuer".into(), json!(origin));
+        // RFC 9207: a client told that authorization responses carry `iss` requires it to
+        // equal the issuer above, but the IdP (which redirects the browser itself) would
+        // send its own, and tsidp sends none. Do not promise it.
+        doc.remove("authorization_response_iss_parameter_supported");
     }
     Some(Value::Object(doc))
 }
@@ -222,6 +226,7 @@ mod tests {
             "introspection_endpoint": "https://idp.t.ts.net/introspect",
             "code_challenge_methods_supported": ["plain", "S256"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
+            "authorization_response_iss_parameter_supported": true,
         });
         let o = "https://mcp.example.com";
         let b = rewrite_as_metadata(&tsidp, o, Advertise::Bridge, false).unwrap();
@@ -237,6 +242,9 @@ mod tests {
             json!(["plain", "S256"])
         );
         assert_eq!(b["grant_types_supported"], tsidp["grant_types_supported"]);
+        assert!(b
+            .get("authorization_response_iss_parameter_supported")
+            .is_none());
         let i = rewrite_as_metadata(&tsidp, o, Advertise::Idp, true).unwrap();
         assert_eq!(i["issuer"], "https://idp.t.ts.net");
         assert_eq!(

@@ -66,9 +66,11 @@ server.on("request", async (req, res) => {
       const grant = details.grantId
         ? await provider.Grant.find(details.grantId)
         : new provider.Grant({ accountId: USER.sub, clientId: details.params.client_id });
-      grant.addOIDCScope(SCOPE);
+      // Grant what was asked for (tsidp would refuse unknown scopes; oidc-provider drops them).
+      const asked = details.params.scope || SCOPE;
+      grant.addOIDCScope(asked);
       if (details.params.resource) {
-        for (const r of [].concat(details.params.resource)) grant.addResourceScope(r, SCOPE);
+        for (const r of [].concat(details.params.resource)) grant.addResourceScope(r, asked);
       }
       const grantId = await grant.save();
       await provider.interactionFinished(

@@ -213,3 +213,159 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
     )
     .await;
 }
+
+/// Follow an authorize URL like a browser would (manual redirects, a cookie jar) until it
+/// reaches `callback_prefix`, then call the callback without RFC 9207's `iss` parameter:
+/// tsidp's authorization responses carry only `code` and `state`, oidc-provider adds `iss`.
+async fn browse_to_callback(start: &str, callback_prefix: &str) {
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let mut cookies: std::collections::BTreeMap<String, String> = Default::default();
+    let mut url = start.to_string();
+    for _ in 0..15 {
+        if url.starts_with(callback_prefix) {
+            let mut u = url::Url::parse(&url).unwrap();
+            let kept: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| k != "iss")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(kept);
+            c.get(u.as_str()).send().await.unwrap();
+            return;
+        }
+        let jar = cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut req = c.get(&url);
+        if !jar.is_empty() {
+            req = req.header("cookie", jar);
+        }
+        let r = req.send().await.unwrap();
+        for v in r.headers().get_all("set-cookie") {
+            let pair = v.to_str().unwrap().split(';').next().unwrap();
+            if let Some((k, val)) = pair.split_once('=') {
+                cookies.insert(k.trim().to_string(), val.to_string());
+            }
+        }
+        let loc = r
+            .headers()
+            .get("location")
+            .unwrap_or_else(|| panic!("authorize flow stopped at {url}: {}", r.status()));
+        url = url::Url::parse(&url)
+            .unwrap()
+            .join(loc.to_str().unwrap())
+            .unwrap()
+            .to_string();
+    }
+    panic!("too many redirects from {start}");
+}
+
+#[tokio::test]
+async fn mcp_remote_strict_client_through_bridge() {
+    let cb_port = free_port();
+    let redirect = format!("http://localhost:{cb_port}/oauth/callback");
+    let clients = serde_json::json!([
+        {"client_id": "remote", "client_secret": "remote-secret", "redirect_uris": [redirect]},
+        {"client_id": "bridge", "client_secret": "bridge-secret", "redirect_uris": ["http://127.0.0.1:9/unused"]},
+    ]);
+    let (_idp, idp_port) = start_node("idp.mjs", &[("CLIENTS", &clients.to_string())]);
+    let (_server, port) = start_sdk_server();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let body = format!(
+        "tailnet:\n  mode: direct\nauth:\n  issuer: {issuer}\n  audience: http://127.0.0.1:{{BRIDGE_PORT}}\n  introspection_url: {issuer}/token/introspection\n  client_id: bridge\n  client_secret: bridge-secret\n  allow_loopback_idp: true\nendpoints:\n  - path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n"
+    );
+    let b = Bridge::start("  public_url: http://127.0.0.1:{BRIDGE_PORT}\n", &body).await;
+    let dir = temp_dir("mcp-remote");
+    let err_log = dir.join("stderr.log");
+    let mut child = Command::new("node")
+        .arg(e2e_dir().join("node_modules/mcp-remote/dist/proxy.js"))
+        .arg(b.url("/mcp/sdk"))
+        .arg(cb_port.to_string())
+        .args([
+            "--allow-http",
+            "--static-oauth-client-metadata",
+            r#"{"token_endpoint_auth_method":"client_secret_basic"}"#,
+        ])
+        .args([
+            "--static-oauth-client-info",
+            r#"{"client_id":"remote","client_secret":"remote-secret"}"#,
+        ])
+        .env("MCP_REMOTE_CONFIG_DIR", dir.join("auth"))
+        .env("BROWSER", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err_log).unwrap())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        ] {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    let child = Node(child);
+    // mcp-remote prints the authorize URL it wants a browser to open.
+    let prefix = format!("{issuer}/auth?");
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    let auth_url = loop {
+        let log = std::fs::read_to_string(&err_log).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.starts_with(&prefix)) {
+            break line.trim().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mcp-remote never asked for authorization:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(!std::fs::read_to_string(&err_log)
+        .unwrap()
+        .contains("IssuerMismatch"));
+    browse_to_callback(&auth_url, &format!("http://localhost:{cb_port}/")).await;
+    let mut child = child;
+    let stdout = child.0.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("\"id\":2");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    });
+    let lines = tokio::time::timeout(HANG_GUARD, lines)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no tools/list answer; mcp-remote log:\n{}",
+                std::fs::read_to_string(&err_log).unwrap_or_default()
+            )
+        })
+        .unwrap();
+    let init: serde_json::Value =
+        serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":1")).unwrap()).unwrap();
+    assert_eq!(init["result"]["serverInfo"]["name"], "e2e-upstream");
+    let list: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"echo"), "{list}");
+    assert!(b.stderr().contains("sub=1001"), "{}", b.stderr());
+}
