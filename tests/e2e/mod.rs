@@ -320,7 +320,9 @@ async fn mcp_remote_strict_client_through_bridge() {
     let deadline = std::time::Instant::now() + HANG_GUARD;
     let auth_url = loop {
         let log = std::fs::read_to_string(&err_log).unwrap_or_default();
-        if let Some(line) = log.lines().find(|l| l.starts_with(&prefix)) {
+        // Only a complete line: the log may be read while the URL is half written.
+        let complete = log.rfind('\n').map_or("", |end| &log[..end]);
+        if let Some(line) = complete.lines().find(|l| l.starts_with(&prefix)) {
             break line.trim().to_string();
         }
         assert!(
