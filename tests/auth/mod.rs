@@ -32,6 +32,19 @@ async fn bridge(idp: &Idp, up: &Upstream, extra_auth: &str) -> Bridge {
 
 const AUD: &[&str] = &["claude-client", "https://mcp.example.com/"];
 
+/// POST `{}` to `/mcp/a` with `token` as bearer; the status code.
+async fn post_with_token(b: &Bridge, token: &str) -> u16 {
+    client()
+        .post(b.url("/mcp/a"))
+        .bearer_auth(token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn discovery_documents_and_challenges() {
     let (idp, up) = (Idp::start().await, Upstream::start().await);
@@ -219,16 +232,7 @@ async fn single_flight_and_negative_cache() {
     idp.state.introspect_delay_ms.store(0, Ordering::SeqCst);
     // Inactive tokens are remembered for a short while.
     for _ in 0..3 {
-        assert_eq!(
-            c.post(b.url("/mcp/a"))
-                .bearer_auth("tok-nope")
-                .body("{}")
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401
-        );
+        assert_eq!(post_with_token(&b, "tok-nope").await, 401);
     }
     assert_eq!(idp.introspections(), 2);
 }
@@ -244,40 +248,13 @@ async fn cache_ttl_follows_config_and_expiry() {
     .await;
     idp.grant("tok-ttl", "9", AUD, 300);
     let c = client();
-    assert_eq!(
-        c.post(b.url("/mcp/a"))
-            .bearer_auth("tok-ttl")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.post(b.url("/mcp/a"))
-            .bearer_auth("tok-ttl")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post_with_token(&b, "tok-ttl").await, 200);
+    assert_eq!(post_with_token(&b, "tok-ttl").await, 200);
     assert_eq!(idp.introspections(), 1);
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     // The entry expired: the next request introspects again, and sees the revocation.
     idp.set("tok-ttl", serde_json::json!({"active": false}));
-    assert_eq!(
-        c.post(b.url("/mcp/a"))
-            .bearer_auth("tok-ttl")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(post_with_token(&b, "tok-ttl").await, 401);
     assert_eq!(idp.introspections(), 2);
     // A token whose exp has passed is refused even if introspection says active.
     idp.set(
@@ -300,16 +277,7 @@ async fn idp_down_gives_503_but_cached_tokens_keep_working() {
     let b = bridge(&idp, &up, "").await;
     idp.grant("tok-cached", "5", AUD, 300);
     let c = client();
-    assert_eq!(
-        c.post(b.url("/mcp/a"))
-            .bearer_auth("tok-cached")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post_with_token(&b, "tok-cached").await, 200);
     idp.state.down.store(true, Ordering::SeqCst);
     let r = c
         .post(b.url("/mcp/a"))
@@ -324,29 +292,11 @@ async fn idp_down_gives_503_but_cached_tokens_keep_working() {
         r.headers().get("www-authenticate").is_none(),
         "a 503 must not trigger re-authorization"
     );
-    assert_eq!(
-        c.post(b.url("/mcp/a"))
-            .bearer_auth("tok-cached")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post_with_token(&b, "tok-cached").await, 200);
     // Failures are not cached: once the IdP is back, the token works.
     idp.state.down.store(false, Ordering::SeqCst);
     idp.grant("tok-new", "6", AUD, 300);
-    assert_eq!(
-        c.post(b.url("/mcp/a"))
-            .bearer_auth("tok-new")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post_with_token(&b, "tok-new").await, 200);
 }
 
 #[tokio::test]
@@ -568,33 +518,11 @@ async fn registration_when_enabled_is_restricted_and_rate_limited() {
     );
     assert_eq!(idp.state.register_calls.load(Ordering::SeqCst), 0);
     let good = serde_json::json!({"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"]});
-    assert_eq!(
-        c.post(b.url("/register"))
-            .json(&good)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    assert_eq!(
-        c.post(b.url("/register"))
-            .json(&good)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    assert_eq!(
-        c.post(b.url("/register"))
-            .json(&good)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        429
-    );
+    // per_minute: 2 → two registrations pass, the third is rate-limited.
+    for want in [201, 201, 429] {
+        let r = c.post(b.url("/register")).json(&good).send().await.unwrap();
+        assert_eq!(r.status(), want);
+    }
     assert_eq!(idp.state.register_calls.load(Ordering::SeqCst), 2);
 }
 
