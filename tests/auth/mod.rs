@@ -68,14 +68,8 @@ async fn discovery_documents_and_challenges() {
         serde_json::json!(["openid", "profile", "email"])
     );
 
-    let v: serde_json::Value = c
-        .get(b.url("/.well-known/oauth-protected-resource/mcp/a"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value =
+        get_json(&b.url("/.well-known/oauth-protected-resource/mcp/a")).await;
     assert_eq!(v["resource"], "https://mcp.example.com/mcp/a");
     assert_eq!(
         c.get(b.url("/.well-known/oauth-protected-resource/mcp/nope"))
@@ -125,14 +119,7 @@ async fn discovery_documents_and_challenges() {
         "/.well-known/oauth-authorization-server",
         "/.well-known/openid-configuration",
     ] {
-        let v: serde_json::Value = c
-            .get(b.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: serde_json::Value = get_json(&b.url(path)).await;
         assert_eq!(v["issuer"], "https://mcp.example.com", "{path}");
         assert_eq!(v["token_endpoint"], "https://mcp.example.com/token");
         assert!(
@@ -425,15 +412,7 @@ async fn authorize_redirect_and_token_proxy() {
     assert_eq!(headers["host"], idp.addr.to_string());
     assert_eq!(c.get(b.url("/token")).send().await.unwrap().status(), 405);
     // /register is off by default; other tsidp paths are not reachable.
-    assert_eq!(
-        c.post(b.url("/register"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(post_status(&b.url("/register")).await, 404);
     assert_eq!(
         c.get(b.url("/introspect")).send().await.unwrap().status(),
         404
@@ -483,14 +462,7 @@ async fn registration_when_enabled_is_restricted_and_rate_limited() {
     let extra = "  registration:\n    enabled: true\n    allowed_redirect_uris: [\"https://claude.ai/api/mcp/auth_callback\"]\n    per_minute: 2\n";
     let b = bridge(&idp, &up, extra).await;
     let c = client();
-    let v: serde_json::Value = c
-        .get(b.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = get_json(&b.url("/.well-known/oauth-authorization-server")).await;
     assert_eq!(
         v["registration_endpoint"],
         "https://mcp.example.com/register"

@@ -267,6 +267,18 @@ pub async fn wait_for_health(url: &str, status: u16) -> serde_json::Value {
     }
 }
 
+/// POST `{}` to `url` with a fresh client; the status code.
+pub async fn post_status(url: &str) -> u16 {
+    client()
+        .post(url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// GET `url` and parse its JSON body.
 pub async fn get_json(url: &str) -> serde_json::Value {
     client()

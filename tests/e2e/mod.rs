@@ -94,14 +94,7 @@ async fn sdk_client_through_bridge_to_sdk_server() {
     assert_eq!(v["echo"], "héllo ✓");
     assert_eq!(v["terminated"], true);
 
-    let stats: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{port}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = get_json(&format!("http://127.0.0.1:{port}/stats")).await;
     assert_eq!(stats["deletes"], 1, "{stats}");
     assert!(stats["posts"].as_u64().unwrap() >= 4, "{stats}");
     let want_host = format!("127.0.0.1:{port}");
@@ -185,26 +178,12 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
         "refresh tokens are single-use"
     );
     // The upstream never saw a bearer token; the bridge saw the user.
-    let stats: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{port}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = get_json(&format!("http://127.0.0.1:{port}/stats")).await;
     assert!(
         stats["authorization"].as_array().unwrap().is_empty(),
         "token passthrough: {stats}"
     );
-    let idp_stats: serde_json::Value = client()
-        .get(format!("{issuer}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let idp_stats: serde_json::Value = get_json(&format!("{issuer}/stats")).await;
     assert!(idp_stats["tokens"].as_u64().unwrap() >= 3, "{idp_stats}");
     assert!(b.stderr().contains("sub=1001"), "{}", b.stderr());
     wait_for_metrics(

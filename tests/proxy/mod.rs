@@ -478,17 +478,8 @@ async fn reuses_upstream_connections() {
         up.url("/")
     );
     let b = Bridge::start("", &body).await;
-    let c = client();
     for _ in 0..20 {
-        assert_eq!(
-            c.post(b.url("/mcp/a"))
-                .body("{}")
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(post_status(&b.url("/mcp/a")).await, 200);
     }
     // One probe connection at start plus pooled request connections: far fewer than 20.
     let conns = *up.connections.lock().unwrap();
