@@ -336,8 +336,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, bridge, "tailbridge");
     let listen = config.server.listen.to_string();
-    match &config.tls.mode {
-        TlsMode::Off => proxy.add_tcp(&listen),
+    let challenges = Arc::new(crate::tls::challenge::Challenges::default());
+    let served = match &config.tls.mode {
+        TlsMode::Off => {
+            proxy.add_tcp(&listen);
+            None
+        }
         TlsMode::Files {
             cert_file,
             key_file,
@@ -347,11 +351,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
                 crate::tls::FileResolver::load(cert_file, key_file)
                     .map_err(|e| StartError::Tls(e.to_string()))?,
             );
-            let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
-                .map_err(|e| StartError::Tls(e.to_string()))?;
-            tls.set_cert_resolver(resolver.clone());
-            tls.enable_h2();
-            proxy.add_tls_with_settings(&listen, None, tls);
+            let served = resolver.served();
             server.add_service(background_service(
                 "certificate files",
                 CertWatch {
@@ -360,7 +360,42 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
                     metrics: metrics.clone(),
                 },
             ));
+            Some(served)
         }
+        TlsMode::Acme(acme) => {
+            let manager = crate::tls::acme::AcmeManager::new(
+                acme.clone(),
+                challenges.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+            let served = manager.served();
+            if acme.challenge == crate::config::AcmeChallenge::TlsAlpn01 {
+                proxy.endpoints().set_pre_tls_callback(Arc::new(
+                    crate::tls::challenge::AlpnChallengeHook::new(challenges.clone()),
+                ));
+            }
+            server.add_service(background_service("acme", manager));
+            Some(served)
+        }
+    };
+    if let Some(served) = &served {
+        let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        tls.set_cert_resolver(served.clone());
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&listen, None, tls);
+        health.watch_certificate(served.clone());
+    }
+    if let Some(addr) = config.tls.http_listen {
+        let app =
+            pingora::apps::http_app::HttpServer::new_app(crate::tls::redirect::HttpRedirect {
+                challenges: challenges.clone(),
+                https_port: config.server.listen.port(),
+            });
+        let mut svc = pingora::services::listening::Service::new("tailbridge http".into(), app);
+        svc.add_tcp(&addr.to_string());
+        server.add_service(svc);
     }
     server.add_service(proxy);
 

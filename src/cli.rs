@@ -59,6 +59,15 @@ pub fn summary(config: &Config) -> String {
     let tls = match &config.tls.mode {
         TlsMode::Off => "plain HTTP".to_string(),
         TlsMode::Files { cert_file, .. } => format!("TLS from {}", cert_file.display()),
+        TlsMode::Acme(a) => format!(
+            "TLS via ACME for {}, {} challenge, from {}",
+            a.domains.join(", "),
+            match a.challenge {
+                crate::config::AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+                crate::config::AcmeChallenge::Http01 => "http-01",
+            },
+            a.directory_url
+        ),
     };
     s.push_str(&format!("listen  {} ({tls})\n", config.server.listen));
     match config.admin.listen {
@@ -106,6 +115,60 @@ pub fn summary(config: &Config) -> String {
     s
 }
 
+/// ACME settings that validate but will not work on this host as they stand.
+fn acme_warnings(a: &crate::config::Acme, config: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(root) = &a.ca_root_file {
+        if let Err(e) = std::fs::read(root) {
+            w.push(format!(
+                "tls.acme.ca_root_file: cannot read {}: {e}",
+                root.display()
+            ));
+        }
+    }
+    if let Some(eab) = &a.eab {
+        if let Err(e) = eab.hmac_key.resolve() {
+            w.push(format!("tls.acme.eab.hmac_key: {e}"));
+        }
+    }
+    let stored = crate::tls::acme::Storage::for_config(a);
+    match stored.load_cert() {
+        Ok(Some((_, facts))) => w.extend(
+            a.domains
+                .iter()
+                .filter(|d| !facts.dns_names.contains(d))
+                .map(|d| {
+                    format!(
+                        "tls.acme.domains: the stored certificate {} does not cover {d}; a new one will be ordered",
+                        stored.cert.display()
+                    )
+                }),
+        ),
+        Ok(None) => {}
+        Err(e) => w.push(e.to_string()),
+    }
+    // The CA validates on the standard ports: TLS-ALPN-01 on 443, HTTP-01 on 80.
+    let (port, what) = match a.challenge {
+        crate::config::AcmeChallenge::TlsAlpn01 => {
+            (Some(config.server.listen.port()), "server.listen")
+        }
+        crate::config::AcmeChallenge::Http01 => {
+            (config.tls.http_listen.map(|l| l.port()), "tls.http_listen")
+        }
+    };
+    let want = if a.challenge == crate::config::AcmeChallenge::TlsAlpn01 {
+        443
+    } else {
+        80
+    };
+    if let Some(port) = port.filter(|p| *p != want) {
+        w.push(format!(
+            "{what}: port {port}; the CA connects to port {want}, so forward {want} to it or validation fails"
+        ));
+    }
+    w
+}
+
 /// Things a valid config may still need at run time, shown by `check` as warnings.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut w = Vec::new();
@@ -139,6 +202,9 @@ pub fn warnings(config: &Config) -> Vec<String> {
             Ok(_) => {}
             Err(e) => w.push(format!("tls.cert_file: {e}")),
         }
+    }
+    if let TlsMode::Acme(a) = &config.tls.mode {
+        w.extend(acme_warnings(a, config));
     }
     if config.auth.is_some() && config.tls.mode == TlsMode::Off {
         w.push("auth is on but TLS is off: run behind a TLS-terminating proxy".into());

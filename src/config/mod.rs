@@ -10,8 +10,9 @@ mod units;
 pub mod validate;
 
 pub use validate::{
-    Admin, Advertise, AudienceCheck, Auth, Config, Endpoint, Health, IdentityHeaders, Limits, Log,
-    LogFormat, Server, Socks5, Tailnet, TailnetMode, Timeouts, Tls, TlsMode,
+    Acme, AcmeChallenge, Admin, Advertise, AudienceCheck, Auth, Config, Eab, Endpoint, Health,
+    IdentityHeaders, Limits, Log, LogFormat, Server, Socks5, Tailnet, TailnetMode, Timeouts, Tls,
+    TlsMode,
 };
 
 use std::fmt;

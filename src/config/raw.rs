@@ -168,6 +168,33 @@ pub struct RawTls {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub hsts: Option<String>,
+    pub acme: Option<RawAcme>,
+    pub http_listen: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAcme {
+    pub domains: Option<Vec<String>>,
+    pub email: Option<String>,
+    pub directory_url: Option<String>,
+    pub ca_root_file: Option<String>,
+    pub challenge: Option<String>,
+    pub storage_dir: Option<String>,
+    pub eab: Option<RawEab>,
+    pub retry_initial: Option<DurationValue>,
+    pub retry_max: Option<DurationValue>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEab {
+    pub kid: Option<String>,
+    pub hmac_key: Option<String>,
+    pub hmac_key_env: Option<String>,
+    pub hmac_key_file: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -44,6 +44,9 @@ pub struct Health {
     pub probes: ProbeResults,
     pub metrics: Arc<Metrics>,
     pub last_check: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The TLS certificate in service, when TLS is on: none yet (ACME before the first
+    /// issuance) makes the bridge unready.
+    pub certificate: std::sync::OnceLock<Arc<crate::tls::ServedCert>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,7 +67,13 @@ impl Health {
             probes: ProbeResults::default(),
             metrics,
             last_check: std::sync::Mutex::new(None),
+            certificate: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Report the listener's certificate in readiness.
+    pub fn watch_certificate(&self, served: Arc<crate::tls::ServedCert>) {
+        let _ = self.certificate.set(served);
     }
 
     /// Readiness, re-checking the connector when its state is more than a second old.
@@ -108,15 +117,22 @@ impl Health {
                 (k, if up { "up" } else { "down" })
             })
             .collect();
+        let mut ready = st.ready;
+        if let Some(cert) = self.certificate.get() {
+            if cert.get().is_none() {
+                reasons.push("tls: no certificate yet (ACME issuance pending)".into());
+                ready = false;
+            }
+        }
         let report = Report {
-            status: if st.ready { "ok" } else { "degraded" },
+            status: if ready { "ok" } else { "degraded" },
             tsnet_connected: st.tsnet_connected,
             mode: st.mode.as_str(),
             reasons,
             addresses: self.connector.addresses(),
             upstreams,
         };
-        let code = if st.ready { 200 } else { 503 };
+        let code = if ready { 200 } else { 503 };
         (code, serde_json::to_vec(&report).unwrap_or_default())
     }
 

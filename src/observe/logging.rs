@@ -19,5 +19,88 @@ pub fn init(format: LogFormat, default_filter: &str) {
             writeln!(buf, "{line}")
         });
     }
-    let _ = builder.try_init();
+    let inner = builder.build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Counting { inner })).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Where pingora's accept loop reports failed downstream handshakes.
+const ACCEPT_TARGET: &str = "pingora_core::services::listening";
+
+/// Passes every record on, and counts pingora's "Downstream handshake" errors into
+/// `tailbridge_tls_handshake_failures_total`: the accept loop reports them only by log.
+struct Counting {
+    inner: env_logger::Logger,
+}
+
+/// The `reason` label for a pingora accept-loop error, or `None` if it is not a handshake
+/// failure (a TLS-ALPN-01 validation that was answered is not one).
+pub fn handshake_failure_reason(target: &str, message: &str) -> Option<&'static str> {
+    if !target.starts_with(ACCEPT_TARGET) || !message.starts_with("Downstream handshake") {
+        return None;
+    }
+    if message.contains(crate::tls::challenge::CHALLENGE_DONE) {
+        None
+    } else if message.starts_with("Downstream handshake timeout") {
+        Some("timeout")
+    } else {
+        Some("error")
+    }
+}
+
+impl log::Log for Counting {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() == log::Level::Error && record.target().starts_with(ACCEPT_TARGET) {
+            let message = record.args().to_string();
+            if let Some(reason) = handshake_failure_reason(record.target(), &message) {
+                if let Some(c) = crate::observe::metrics::HANDSHAKE_FAILURES.get() {
+                    c.with_label_values(&[reason]).inc();
+                }
+            }
+        }
+        self.inner.log(record);
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_pingora_accept_errors() {
+        let t = "pingora_core::services::listening";
+        assert_eq!(
+            handshake_failure_reason(
+                t,
+                "Downstream handshake error from 1.2.3.4:5: TLSHandshakeFailure"
+            ),
+            Some("error")
+        );
+        assert_eq!(
+            handshake_failure_reason(t, "Downstream handshake timeout"),
+            Some("timeout")
+        );
+        assert_eq!(
+            handshake_failure_reason(
+                t,
+                "Downstream handshake error: ACMEChallengeAnswered context: TLS-ALPN-01 challenge answered"
+            ),
+            None
+        );
+        assert_eq!(
+            handshake_failure_reason("tailbridge", "Downstream handshake error"),
+            None
+        );
+        assert_eq!(handshake_failure_reason(t, "something else"), None);
+    }
 }

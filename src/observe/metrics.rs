@@ -44,7 +44,14 @@ pub struct Metrics {
     pub token_endpoint: IntCounterVec,
     pub idp_metadata: IntCounterVec,
     pub cert_expiry: IntGaugeVec,
+    pub acme_renewals: IntCounterVec,
+    pub acme_next_renewal: IntGauge,
+    pub tls_handshake_failures: IntCounterVec,
 }
+
+/// TLS handshake failures are reported by pingora's accept loop through the log; the logger
+/// counts them here (see `observe::logging`). Set by the first `Metrics::new`.
+pub static HANDSHAKE_FAILURES: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,6 +208,34 @@ impl Metrics {
             &["file"],
         )?;
         registry.register(Box::new(cert_expiry.clone()))?;
+        let acme_renewals = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_acme_renewals_total",
+                "ACME issuance and renewal attempts, by outcome: success or failure.",
+            ),
+            &["outcome"],
+        )?;
+        let acme_next_renewal = IntGauge::new(
+            "tailbridge_acme_next_renewal_timestamp_seconds",
+            "When the ACME certificate is next due for renewal (Unix time; 0 = no certificate).",
+        )?;
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_tls_handshake_failures_total",
+                "TLS handshakes on server.listen that failed, by reason: error or timeout.",
+            ),
+            &["reason"],
+        )?;
+        for outcome in ["success", "failure"] {
+            acme_renewals.with_label_values(&[outcome]);
+        }
+        for reason in ["error", "timeout"] {
+            tls_handshake_failures.with_label_values(&[reason]);
+        }
+        registry.register(Box::new(acme_renewals.clone()))?;
+        registry.register(Box::new(acme_next_renewal.clone()))?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
+        let _ = HANDSHAKE_FAILURES.set(tls_handshake_failures.clone());
         for m in [
             &introspections,
             &token_cache,
@@ -249,6 +284,9 @@ impl Metrics {
             token_endpoint,
             idp_metadata,
             cert_expiry,
+            acme_renewals,
+            acme_next_renewal,
+            tls_handshake_failures,
         })
     }
 
