@@ -1,5 +1,6 @@
 //! Process-level tests: the real tailbridge binary between a real client and real upstreams.
 
+mod acme;
 mod auth;
 mod cli;
 mod common;

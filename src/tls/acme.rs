@@ -650,8 +650,9 @@ impl AcmeManager {
                         None => "no certificate to serve yet".into(),
                     };
                     log::error!(
-                        "ACME certificate for {} failed (attempt {failures}): {e}; {serving}; retrying in {}",
+                        "ACME certificate for {} from {} failed (attempt {failures}): {e}; {serving}; retrying in {}",
                         self.cfg.domains.join(", "),
+                        self.cfg.directory_url,
                         span(delay.as_secs() as i64)
                     );
                     retry_at = Some(tokio::time::Instant::now() + delay);

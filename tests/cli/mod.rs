@@ -66,6 +66,94 @@ fn invalid_config_exits_64_with_every_error() {
 }
 
 #[test]
+fn invalid_tls_config_names_each_field() {
+    let (code, _, err) = run_cli(
+        &["check"],
+        Some("tls:\n  mode: acme\n  acme:\n    domains: [\"*.example.com\", \"localhost\", \"ok.example.com\", \"OK.example.com\", \"10.0.0.1\", \"b\u{fc}cher.example\"]\n    email: not-an-address\n    directory_url: http://acme.example/dir\n    challenge: dns-01\n    retry_initial: 0s\n    eab:\n      kid: k\n    colour: blue\nendpoints:\n  - path: /a\n    target: http://h\n"),
+    );
+    assert_eq!(code, 64, "{err}");
+    for needle in [
+        "tls.acme.domains[0]: `*.example.com`: wildcard names need the DNS-01 challenge",
+        "tls.acme.domains[1]: `localhost`: must be a fully qualified name",
+        "tls.acme.domains[3]: `OK.example.com` is listed twice",
+        "tls.acme.domains[4]: `10.0.0.1`: IP addresses are not supported",
+        "tls.acme.domains[5]: `b\u{fc}cher.example`: write internationalised names in their xn-- (punycode) form",
+        "tls.acme.email: `not-an-address` is not an email address",
+        "tls.acme.directory_url: `http://acme.example/dir`: an ACME directory is served over https://",
+        "tls.acme.challenge: `dns-01` is not one of tls-alpn-01, http-01",
+        "tls.acme.retry_initial: must be greater than zero",
+        "tls.acme.eab.hmac_key: required when tls.acme.eab is set",
+        "tls.acme.colour: unknown key",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    let (code, _, err) = run_cli(
+        &["check"],
+        Some("tls:\n  mode: acme\n  acme:\n    domains: [mcp.example.com]\n    challenge: http-01\nendpoints:\n  - path: /a\n    target: http://h\n"),
+    );
+    assert_eq!(code, 64);
+    assert!(
+        err.contains(
+            "tls.acme.challenge: http-01 is answered on tls.http_listen, which is not set"
+        ),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(
+        &["check"],
+        Some("tls:\n  mode: off\n  http_listen: \"0.0.0.0:80\"\nendpoints:\n  - path: /a\n    target: http://h\n"),
+    );
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("tls.http_listen: redirects to HTTPS, so it needs tls.mode files or acme"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(
+        &["check"],
+        Some("tls:\n  mode: acme\nendpoints:\n  - path: /a\n    target: http://h\n"),
+    );
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("tls.acme: required when tls.mode is acme"),
+        "{err}"
+    );
+}
+
+#[test]
+fn acme_start_errors_are_clear() {
+    // A storage directory that cannot be created stops the start (exit 1) and names itself.
+    let blocker = temp_dir("acme-blocker").join("file");
+    std::fs::write(&blocker, "").unwrap();
+    let (code, _, err) = run_cli(
+        &[],
+        Some(&format!(
+            "server:\n  listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"\"\ntls:\n  mode: acme\n  acme:\n    domains: [mcp.example.com]\n    storage_dir: {}/acme\ntailnet:\n  mode: direct\nendpoints:\n  - path: /a\n    target: http://127.0.0.1:1/\n",
+            free_port(),
+            blocker.display()
+        )),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("tls.acme.storage_dir {}/acme", blocker.display())),
+        "{err}"
+    );
+    // So does a ca_root_file that is not a certificate.
+    let (code, _, err) = run_cli(
+        &[],
+        Some(&format!(
+            "server:\n  listen: \"127.0.0.1:{}\"\nadmin:\n  listen: \"\"\ntls:\n  mode: acme\n  acme:\n    domains: [mcp.example.com]\n    ca_root_file: {}\n    storage_dir: {}\ntailnet:\n  mode: direct\nendpoints:\n  - path: /a\n    target: http://127.0.0.1:1/\n",
+            free_port(),
+            blocker.display(),
+            temp_dir("acme-store").display()
+        )),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("tls.acme.ca_root_file {}", blocker.display())),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_secret_env_exits_64() {
     let (code, _, err) = run_cli(
         &[],

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod pebble;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -358,16 +359,27 @@ impl Bridge {
 
     /// Start with TLS on the main listener: readiness is judged on the admin listener only.
     pub async fn start_tls(server_extra: &str, body: &str) -> Bridge {
-        Self::launch(server_extra, body, &[], false).await
+        Self::launch(server_extra, body, &[], false, None).await
+    }
+
+    /// Start with TLS on a port chosen by the caller (an ACME test CA must know it first).
+    pub async fn start_tls_on(port: u16, body: &str) -> Bridge {
+        Self::launch("", body, &[], false, Some(port)).await
     }
 
     pub async fn start_with_env(server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
-        Self::launch(server_extra, body, env, true).await
+        Self::launch(server_extra, body, env, true, None).await
     }
 
-    async fn launch(server_extra: &str, body: &str, env: &[(&str, &str)], plain: bool) -> Bridge {
+    async fn launch(
+        server_extra: &str,
+        body: &str,
+        env: &[(&str, &str)],
+        plain: bool,
+        port: Option<u16>,
+    ) -> Bridge {
         let dir = temp_dir("bridge");
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let admin_port = free_port();
         // Bodies may refer to the bridge's own port (for public URLs).
         let body = body.replace("{BRIDGE_PORT}", &port.to_string());

@@ -16,7 +16,7 @@ fn e2e_dir() -> PathBuf {
 }
 
 /// A node process killed on drop.
-struct Node(std::process::Child);
+pub(crate) struct Node(std::process::Child);
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -48,7 +48,7 @@ fn start_node(script: &str, env: &[(&str, &str)]) -> (Node, u16) {
     (Node(child), port)
 }
 
-fn start_sdk_server() -> (Node, u16) {
+pub(crate) fn start_sdk_server() -> (Node, u16) {
     start_node("server.mjs", &[])
 }
 
