@@ -25,9 +25,11 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/tailbridge /usr/local/bin/tailbridge
 COPY conf/minimal.yaml /etc/tailbridge/config.yaml
 USER nonroot:nonroot
-# tsnet node state (tailnet.state_dir: /var/lib/tailbridge/tsnet).
+# tsnet node state (tailnet.state_dir: /var/lib/tailbridge/tsnet) and ACME account and
+# certificates (tls.acme.storage_dir: /var/lib/tailbridge/acme).
 VOLUME ["/var/lib/tailbridge"]
-EXPOSE 8900 9090
+# 8900: default plain listener; 8443/8080: TLS and HTTP listeners of the ACME setup; 9090: admin.
+EXPOSE 8900 8443 8080 9090
 ENV RUST_LOG=info
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/tailbridge", "healthcheck", "--url", "http://127.0.0.1:9090/healthz"]

@@ -70,6 +70,11 @@ pub fn summary(config: &Config) -> String {
         ),
     };
     s.push_str(&format!("listen  {} ({tls})\n", config.server.listen));
+    if let Some(h) = config.tls.http_listen {
+        s.push_str(&format!(
+            "http    {h} (308 to https, ACME HTTP-01 answers)\n"
+        ));
+    }
     match config.admin.listen {
         Some(a) => s.push_str(&format!("admin   {a} (/metrics, /healthz)\n")),
         None => s.push_str("admin   off\n"),
