@@ -470,5 +470,11 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     if config.auth.is_none() {
         log::warn!("no `auth` section: running authless, every client can reach every endpoint");
     }
+    if config.auth.is_some() && config.tls.mode == TlsMode::Off {
+        log::warn!(
+            "auth is on but TLS is off: bearer tokens cross {} in clear text unless a TLS-terminating proxy sits in front (tls.mode: acme or files serves TLS here)",
+            config.server.listen
+        );
+    }
     server.run_forever()
 }

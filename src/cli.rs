@@ -120,6 +120,22 @@ pub fn summary(config: &Config) -> String {
     s
 }
 
+/// Problems that would stop `run` at start although the config is well-formed: `check`
+/// reports them as errors (exit 64), naming the field.
+pub fn start_problems(config: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    if let TlsMode::Files {
+        cert_file,
+        key_file,
+    } = &config.tls.mode
+    {
+        if let Err(e) = crate::tls::load_pair(cert_file, key_file) {
+            p.push(e.to_string());
+        }
+    }
+    p
+}
+
 /// ACME settings that validate but will not work on this host as they stand.
 fn acme_warnings(a: &crate::config::Acme, config: &Config) -> Vec<String> {
     let mut w = Vec::new();
@@ -183,17 +199,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .into(),
         );
     }
-    if let TlsMode::Files {
-        cert_file,
-        key_file,
-    } = &config.tls.mode
-    {
-        if let Err(e) = std::fs::metadata(key_file) {
-            w.push(format!(
-                "tls.key_file: cannot read {}: {e}",
-                key_file.display()
-            ));
-        }
+    if let TlsMode::Files { cert_file, .. } = &config.tls.mode {
         match crate::tls::seconds_left(cert_file) {
             Ok(left) if left <= 0 => w.push(format!(
                 "tls.cert_file: {} has expired",
@@ -205,7 +211,8 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 left / 86_400
             )),
             Ok(_) => {}
-            Err(e) => w.push(format!("tls.cert_file: {e}")),
+            // Unreadable: reported as an error by `start_problems`.
+            Err(_) => {}
         }
     }
     if let TlsMode::Acme(a) = &config.tls.mode {

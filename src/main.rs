@@ -28,6 +28,13 @@ fn main() -> ExitCode {
                 for w in cli::warnings(&cfg) {
                     println!("warning: {w}");
                 }
+                let problems = cli::start_problems(&cfg);
+                for p in &problems {
+                    eprintln!("error: {p}");
+                }
+                if !problems.is_empty() {
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
                 println!("{}: OK", args.config.display());
                 ExitCode::SUCCESS
             }

@@ -29,8 +29,10 @@ pub fn init(format: LogFormat, default_filter: &str) {
 /// Where pingora's accept loop reports failed downstream handshakes.
 const ACCEPT_TARGET: &str = "pingora_core::services::listening";
 
-/// Passes every record on, and counts pingora's "Downstream handshake" errors into
+/// Passes records on, and counts pingora's "Downstream handshake" errors into
 /// `tailbridge_tls_handshake_failures_total`: the accept loop reports them only by log.
+/// The one record it drops is pingora's error line for a connection that ended after an
+/// answered TLS-ALPN-01 validation, which is not an error.
 struct Counting {
     inner: env_logger::Logger,
 }
@@ -58,6 +60,10 @@ impl log::Log for Counting {
     fn log(&self, record: &log::Record<'_>) {
         if record.level() == log::Level::Error && record.target().starts_with(ACCEPT_TARGET) {
             let message = record.args().to_string();
+            if message.contains(crate::tls::challenge::CHALLENGE_DONE) {
+                // An answered TLS-ALPN-01 validation, already logged at info by the responder.
+                return;
+            }
             if let Some(reason) = handshake_failure_reason(record.target(), &message) {
                 if let Some(c) = crate::observe::metrics::HANDSHAKE_FAILURES.get() {
                     c.with_label_values(&[reason]).inc();

@@ -119,6 +119,35 @@ fn invalid_tls_config_names_each_field() {
 }
 
 #[test]
+fn check_refuses_certificate_files_that_do_not_load_or_match() {
+    let (d1, d2) = (temp_dir("check-tls1"), temp_dir("check-tls2"));
+    let (c1, k1) = self_signed(&d1);
+    let (_, k2) = self_signed(&d2);
+    let cfg = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "tls:\n  mode: files\n  cert_file: {}\n  key_file: {}\nendpoints:\n  - path: /a\n    target: http://h\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let (code, out, err) = run_cli(&["check"], Some(&cfg(&c1, &k1)));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run_cli(&["check"], Some(&cfg(&c1, &k2)));
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("tls.key_file does not match tls.cert_file"),
+        "{err}"
+    );
+    let missing = d1.join("nope.pem");
+    let (code, _, err) = run_cli(&["check"], Some(&cfg(&missing, &k1)));
+    assert_eq!(code, 64);
+    assert!(
+        err.contains(&format!("tls.cert_file {}", missing.display())),
+        "{err}"
+    );
+}
+
+#[test]
 fn acme_start_errors_are_clear() {
     // A storage directory that cannot be created stops the start (exit 1) and names itself.
     let blocker = temp_dir("acme-blocker").join("file");
