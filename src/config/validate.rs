@@ -244,10 +244,11 @@ pub const LETSENCRYPT_STAGING_DIRECTORY: &str =
     "https://acme-staging-v02.api.letsencrypt.org/directory";
 /// Default `tls.acme.storage_dir`.
 pub const DEFAULT_ACME_STORAGE: &str = "/var/lib/tailbridge/acme";
-/// Default first retry delay after a failed issuance or renewal.
-pub const DEFAULT_ACME_RETRY_INITIAL: Duration = Duration::from_secs(60);
+/// Default first retry delay after a failed issuance or renewal. With the doubling this keeps
+/// under Let's Encrypt's limit of 5 failed validations per name and hour.
+pub const DEFAULT_ACME_RETRY_INITIAL: Duration = Duration::from_secs(5 * 60);
 /// Default cap on the retry delay.
-pub const DEFAULT_ACME_RETRY_MAX: Duration = Duration::from_secs(3600);
+pub const DEFAULT_ACME_RETRY_MAX: Duration = Duration::from_secs(3 * 3600);
 
 /// The ACME challenge tailbridge answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

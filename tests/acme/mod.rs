@@ -252,6 +252,57 @@ async fn short_lived_certificates_renew_and_a_dead_ca_keeps_the_current_one() {
 }
 
 #[tokio::test]
+async fn external_account_binding_is_sent_when_the_ca_requires_it() {
+    init();
+    let up = Upstream::start().await;
+    const KID: &str = "kid-1";
+    const KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let port = free_port();
+    let pebble = Pebble::start_with_eab(port, KID, KEY).await;
+
+    // Without a binding the CA refuses the account, and the log says why.
+    let plain = acme_body(&pebble, &temp_dir("acme-no-eab"), "", &up.url("/up"));
+    let b = Bridge::start_tls_on(port, &plain).await;
+    wait_for_metrics(
+        &b,
+        &["tailbridge_acme_renewals_total{outcome=\"failure\"} 1"],
+    )
+    .await;
+    let deadline = Instant::now() + HANG_GUARD;
+    while !b.stderr().contains("account registration") {
+        assert!(Instant::now() < deadline, "{}", b.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        b.stderr().contains("externalAccountRequired"),
+        "{}",
+        b.stderr()
+    );
+    drop(b);
+
+    // With the binding (key from the environment) the certificate is issued.
+    let bound = acme_body(&pebble, &temp_dir("acme-eab"), "", &up.url("/up")).replace(
+        "    retry_initial:",
+        &format!(
+            "    eab:\n      kid: {KID}\n      hmac_key_env: TB_TEST_EAB_KEY\n    retry_initial:"
+        ),
+    );
+    let b = Bridge::launch_with_env_on(port, &bound, &[("TB_TEST_EAB_KEY", KEY)]).await;
+    wait_for_metrics(
+        &b,
+        &["tailbridge_acme_renewals_total{outcome=\"success\"} 1"],
+    )
+    .await;
+    let root = pebble.issuing_root().await;
+    let r = domain_client(&root, port)
+        .get(format!("https://{DOMAIN}:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn unreachable_ca_is_reported_and_the_bridge_is_not_ready() {
     let port = free_port();
     let dead = free_port();

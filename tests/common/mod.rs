@@ -367,6 +367,11 @@ impl Bridge {
         Self::launch("", body, &[], false, Some(port)).await
     }
 
+    /// `start_tls_on` with extra environment variables.
+    pub async fn launch_with_env_on(port: u16, body: &str, env: &[(&str, &str)]) -> Bridge {
+        Self::launch("", body, env, false, Some(port)).await
+    }
+
     pub async fn start_with_env(server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
         Self::launch(server_extra, body, env, true, None).await
     }

@@ -36,6 +36,20 @@ impl Pebble {
     /// Start pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`,
     /// issuing certificates valid for `validity_secs`.
     pub async fn start(http_port: u16, tls_port: u16, validity_secs: u64) -> Pebble {
+        Self::launch(http_port, tls_port, validity_secs, None).await
+    }
+
+    /// Start pebble requiring external account binding with this (kid, base64url key).
+    pub async fn start_with_eab(tls_port: u16, kid: &str, key: &str) -> Pebble {
+        Self::launch(free_port(), tls_port, 3600, Some((kid, key))).await
+    }
+
+    async fn launch(
+        http_port: u16,
+        tls_port: u16,
+        validity_secs: u64,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         let dir = temp_dir("pebble");
         let p = |f: &str| dir.join(f).display().to_string();
         openssl(&[
@@ -93,7 +107,7 @@ impl Pebble {
         ]);
         let (acme_port, mgmt_port, dns_port, chall_mgmt) =
             (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({"pebble": {
+        let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{acme_port}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
             "certificate": p("cert.pem"),
@@ -104,6 +118,10 @@ impl Pebble {
             "externalAccountBindingRequired": false,
             "certificateValidityPeriod": validity_secs,
         }});
+        if let Some((kid, key)) = eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+        }
         std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
         let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
         let challtestsrv = Command::new("pebble-challtestsrv")
