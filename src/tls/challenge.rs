@@ -136,8 +136,13 @@ impl pingora::listeners::PreTlsProcess for AlpnChallengeHook {
         }
         let hello = match tokio::time::timeout(CHALLENGE_IO_TIMEOUT, read_hello(stream)).await {
             Ok(bytes) => bytes,
-            // The client sent nothing in time; pingora's own handshake gives up on it too.
-            Err(_) => return Ok(()),
+            // Part of a ClientHello may have been read and cannot be put back: end it here.
+            Err(_) => {
+                return pingora::Error::e_explain(
+                    pingora::ErrorType::ReadTimedout,
+                    "no ClientHello within 10 s while an ACME challenge was pending",
+                )
+            }
         };
         let offers_acme = offers_alpn(&hello, ACME_TLS_ALPN);
         stream.rewind(&hello);

@@ -108,6 +108,10 @@ async fn tls_alpn_01_issues_serves_mcp_and_survives_a_restart() {
     // Restart: the stored certificate is served at once and nothing is ordered.
     drop(b);
     let orders_before = pebble.log().matches("POST /order-plz").count();
+    assert_eq!(
+        orders_before, 1,
+        "pebble's log should show the one order so far"
+    );
     let b = Bridge::start_tls_on(port, &body).await;
     let r = initialize(&domain_client(&root, port), port).await;
     assert_eq!(
