@@ -307,6 +307,33 @@ async fn external_account_binding_is_sent_when_the_ca_requires_it() {
 }
 
 #[tokio::test]
+async fn a_url_that_is_not_an_acme_directory_is_named() {
+    init();
+    let port = free_port();
+    let pebble = Pebble::start(free_port(), port, 3600).await;
+    let wrong = pebble.directory_url.replace("/dir", "/no-such-directory");
+    let body = acme_body(
+        &pebble,
+        &temp_dir("acme-wrong-dir"),
+        "",
+        "http://127.0.0.1:1/",
+    )
+    .replace(&pebble.directory_url, &wrong);
+    let b = Bridge::start_tls_on(port, &body).await;
+    wait_for_metrics(
+        &b,
+        &["tailbridge_acme_renewals_total{outcome=\"failure\"} 1"],
+    )
+    .await;
+    let want = format!("ACME directory {wrong}: the answer is not an ACME directory");
+    let deadline = Instant::now() + HANG_GUARD;
+    while !b.stderr().contains(&want) {
+        assert!(Instant::now() < deadline, "{}", b.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn unreachable_ca_is_reported_and_the_bridge_is_not_ready() {
     let port = free_port();
     let dead = free_port();
