@@ -69,6 +69,35 @@ async fn tls_alpn_01_issues_serves_mcp_and_survives_a_restart() {
     let text = r.text().await.unwrap();
     assert!(text.contains("e2e-upstream"), "{text}");
 
+    // The official MCP SDK client, trusting pebble's root, over the issued certificate:
+    // initialize, tools, a streamed tool call with progress, session end.
+    let root_file = pebble.dir.join("issuing-root.pem");
+    std::fs::write(&root_file, pebble.issuing_root_pem().await).unwrap();
+    let e2e = crate::e2e::e2e_dir();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("-r")
+            .arg(e2e.join("loopback-dns.cjs"))
+            .arg(e2e.join("client.mjs"))
+            .arg(format!("https://{DOMAIN}:{port}/mcp/sdk"))
+            .env("TB_LOOPBACK_NAMES", DOMAIN)
+            .env("NODE_EXTRA_CA_CERTS", root_file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK client over ACME TLS failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["server"]["name"], "e2e-upstream", "{v}");
+    assert_eq!(v["progress"], serde_json::json!([1, 2, 3, 4, 5]), "{v}");
+    assert_eq!(v["terminated"], true, "{v}");
+
     // Stored privately: directories 0700, key and certificate 0600.
     let store = std::fs::read_dir(&storage)
         .unwrap()

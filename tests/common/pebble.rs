@@ -183,11 +183,15 @@ impl Pebble {
         r.text().await.ok()
     }
 
+    /// The root that pebble's issued certificates chain to, as PEM.
+    pub async fn issuing_root_pem(&self) -> String {
+        let url = format!("https://127.0.0.1:{}/roots/0", self.mgmt_port);
+        self.get(&url).await.expect("pebble root")
+    }
+
     /// The root that pebble's issued certificates chain to.
     pub async fn issuing_root(&self) -> reqwest::Certificate {
-        let url = format!("https://127.0.0.1:{}/roots/0", self.mgmt_port);
-        let pem = self.get(&url).await.expect("pebble root");
-        reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()
+        reqwest::Certificate::from_pem(self.issuing_root_pem().await.as_bytes()).unwrap()
     }
 
     pub fn log(&self) -> String {
