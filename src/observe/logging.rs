@@ -20,7 +20,9 @@ pub fn init(format: LogFormat, default_filter: &str) {
         });
     }
     let inner = builder.build();
-    let max = inner.filter();
+    // Error records always reach `Counting` (it counts handshake failures from them), even
+    // when the filter prints none; env_logger still decides what is printed.
+    let max = inner.filter().max(log::LevelFilter::Error);
     if log::set_boxed_logger(Box::new(Counting { inner })).is_ok() {
         log::set_max_level(max);
     }
@@ -70,6 +72,7 @@ impl log::Log for Counting {
                 }
             }
         }
+        // env_logger applies its own filter here.
         self.inner.log(record);
     }
 
