@@ -5,7 +5,6 @@
 use crate::common::pebble::{domain_client, served_cert, Pebble, DOMAIN};
 use crate::common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
 
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"acme-test","version":"1"}}}"#;
 
@@ -73,27 +72,15 @@ async fn tls_alpn_01_issues_serves_mcp_and_survives_a_restart() {
     // initialize, tools, a streamed tool call with progress, session end.
     let root_file = pebble.dir.join("issuing-root.pem");
     std::fs::write(&root_file, pebble.issuing_root_pem().await).unwrap();
-    let e2e = crate::e2e::e2e_dir();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg("-r")
-            .arg(e2e.join("loopback-dns.cjs"))
-            .arg(e2e.join("client.mjs"))
-            .arg(format!("https://{DOMAIN}:{port}/mcp/sdk"))
-            .env("TB_LOOPBACK_NAMES", DOMAIN)
-            .env("NODE_EXTRA_CA_CERTS", root_file)
-            .output()
-            .unwrap()
-    })
+    let v = crate::e2e::run_sdk_client(
+        format!("https://{DOMAIN}:{port}/mcp/sdk"),
+        vec![
+            ("TB_LOOPBACK_NAMES", DOMAIN.to_string()),
+            ("NODE_EXTRA_CA_CERTS", root_file.display().to_string()),
+        ],
+    )
     .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK client over ACME TLS failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    .unwrap_or_else(|out| panic!("SDK client over ACME TLS failed: {out}"));
     assert_eq!(v["server"]["name"], "e2e-upstream", "{v}");
     assert_eq!(v["progress"], serde_json::json!([1, 2, 3, 4, 5]), "{v}");
     assert_eq!(v["terminated"], true, "{v}");
@@ -301,16 +288,8 @@ async fn external_account_binding_is_sent_when_the_ca_requires_it() {
         &["tailbridge_acme_renewals_total{outcome=\"failure\"} 1"],
     )
     .await;
-    let deadline = Instant::now() + HANG_GUARD;
-    while !b.stderr().contains("account registration") {
-        assert!(Instant::now() < deadline, "{}", b.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        b.stderr().contains("externalAccountRequired"),
-        "{}",
-        b.stderr()
-    );
+    let log = b.wait_for_log("account registration").await;
+    assert!(log.contains("externalAccountRequired"), "{log}");
     drop(b);
 
     // With the binding (key from the environment) the certificate is issued.
@@ -354,12 +333,10 @@ async fn a_url_that_is_not_an_acme_directory_is_named() {
         &["tailbridge_acme_renewals_total{outcome=\"failure\"} 1"],
     )
     .await;
-    let want = format!("ACME directory {wrong}: the answer is not an ACME directory");
-    let deadline = Instant::now() + HANG_GUARD;
-    while !b.stderr().contains(&want) {
-        assert!(Instant::now() < deadline, "{}", b.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_for_log(&format!(
+        "ACME directory {wrong}: the answer is not an ACME directory"
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -382,13 +359,9 @@ async fn unreachable_ca_is_reported_and_the_bridge_is_not_ready() {
         v["reasons"].to_string().contains("no certificate yet"),
         "{v}"
     );
-    let deadline = Instant::now() + HANG_GUARD;
-    let want = format!("ACME directory https://127.0.0.1:{dead}/dir: ");
-    while !b.stderr().contains(&want) {
-        assert!(Instant::now() < deadline, "{}", b.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = b.stderr();
+    let log = b
+        .wait_for_log(&format!("ACME directory https://127.0.0.1:{dead}/dir: "))
+        .await;
     assert!(log.to_lowercase().contains("connection refused"), "{log}");
     assert!(log.contains("no certificate to serve yet"), "{log}");
 }

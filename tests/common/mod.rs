@@ -457,6 +457,22 @@ impl Bridge {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Wait until the log contains `needle`; returns the log at that point.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never showed `{needle}`:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Send a signal to the process.
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill")

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-pub(crate) fn e2e_dir() -> PathBuf {
+fn e2e_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
     assert!(
         dir.join("node_modules/@modelcontextprotocol/sdk").exists(),
@@ -56,6 +56,34 @@ fn run_node(args: Vec<String>) -> std::process::Output {
     Command::new("node").args(args).output().unwrap()
 }
 
+/// Run the SDK client (client.mjs) against `url` with extra environment; its JSON summary,
+/// or `Err` with its output when it failed. `TB_LOOPBACK_NAMES` in `env` preloads
+/// loopback-dns.cjs, which resolves those names to 127.0.0.1.
+pub(crate) async fn run_sdk_client(
+    url: String,
+    env: Vec<(&'static str, String)>,
+) -> Result<serde_json::Value, String> {
+    let out = tokio::task::spawn_blocking(move || {
+        let dir = e2e_dir();
+        let mut cmd = Command::new("node");
+        if env.iter().any(|(k, _)| *k == "TB_LOOPBACK_NAMES") {
+            cmd.arg("-r").arg(dir.join("loopback-dns.cjs"));
+        }
+        cmd.arg(dir.join("client.mjs")).arg(url).envs(env);
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(serde_json::from_str(stdout.trim()).unwrap())
+}
+
 #[tokio::test]
 async fn sdk_client_through_bridge_to_sdk_server() {
     let (_server, port) = start_sdk_server();
@@ -63,26 +91,9 @@ async fn sdk_client_through_bridge_to_sdk_server() {
         "tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n"
     );
     let b = Bridge::start("  allowed_origins: [\"https://claude.ai\"]\n", &body).await;
-    let out = tokio::task::spawn_blocking({
-        let url = b.url("/mcp/sdk");
-        move || {
-            Command::new("node")
-                .arg(e2e_dir().join("client.mjs"))
-                .arg(url)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed: {stdout}\n{}\nbridge log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        b.stderr()
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let v = run_sdk_client(b.url("/mcp/sdk"), Vec::new())
+        .await
+        .unwrap_or_else(|out| panic!("client failed: {out}\nbridge log:\n{}", b.stderr()));
     assert_eq!(v["server"]["name"], "e2e-upstream");
     assert!(
         v["sessionId"].as_str().is_some_and(|s| !s.is_empty()),
