@@ -16,27 +16,11 @@ for t in wrk nginx caddy python3; do command -v $t >/dev/null || { echo "missing
 [ -x "$BIN" ] || cargo build --release
 ulimit -n 65536 2>/dev/null || true
 
-W=$(mktemp -d /tmp/tailbridge-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
+. benches/lib.sh
 UP=$(port); SSE=$(port); TB=$(port); TBA=$(port); NG=$(port); CA=$(port); IDP=$(port); TBX=$(port); TBXA=$(port)
-mkdir -p "$W/nginx-up" "$W/nginx-proxy"
+mkdir -p "$W/nginx-proxy"
 
-# Upstream: nginx answering every POST with a small JSON-RPC result.
-cat > "$W/nginx-up/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $W/nginx-up/pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off;
-  client_body_temp_path $W/nginx-up; proxy_temp_path $W/nginx-up;
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-    location / { default_type application/json; client_body_buffer_size 16k;
-      return 200 '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}'; } } }
-CONF
-nginx -p "$W/nginx-up" -c "$W/nginx-up/nginx.conf" & PIDS+=($!)
+start_upstream "$UP"
 python3 benches/sse_upstream.py "$SSE" & PIDS+=($!)
 
 # tailbridge
@@ -105,13 +89,7 @@ GOMAXPROCS=1 HOME=$W XDG_DATA_HOME=$W XDG_CONFIG_HOME=$W caddy run --config "$W/
 
 for p in $UP $SSE $TB $NG $CA $IDP $TBX; do wait_port $p; done
 
-head -c 1024 /dev/zero | tr '\0' 'x' | python3 -c 'import sys,json; print(json.dumps({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":sys.stdin.read()[:960]}}}))' > "$W/body.json"
-cat > "$W/post.lua" <<LUA
-local f = io.open("$W/body.json"); wrk.body = f:read("*a"); f:close()
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-LUA
+write_post_script
 sed 's/^wrk.method = "POST"/wrk.method = "POST"\nwrk.headers["Authorization"] = "Bearer bench-token-0123456789abcdef"/' "$W/post.lua" > "$W/post-auth.lua"
 
 run_wrk() { # name url [script]

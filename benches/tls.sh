@@ -16,30 +16,16 @@ for t in wrk nginx caddy openssl python3; do command -v $t >/dev/null || { echo 
 [ -x "$BIN" ] || cargo build --release
 ulimit -n 65536 2>/dev/null || true
 
-W=$(mktemp -d /tmp/tailbridge-tls-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
+BENCH_NAME=tls-bench . benches/lib.sh
 UP=$(port); TB=$(port); TBA=$(port); NG=$(port); CA=$(port)
-mkdir -p "$W/up" "$W/ng"
+mkdir -p "$W/ng"
 
 # One certificate for everyone.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
   -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 
-cat > "$W/up/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $W/up/pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $W/up; proxy_temp_path $W/up;
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-    location / { default_type application/json; client_body_buffer_size 16k;
-      return 200 '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}'; } } }
-CONF
-nginx -p "$W/up" -c "$W/up/nginx.conf" & PIDS+=($!)
+start_upstream "$UP"
 
 cat > "$W/tb.yaml" <<CONF
 server: { listen: "127.0.0.1:$TB", threads: 1, pid_file: "$W/tb.pid", upgrade_sock: "$W/tb.sock" }
@@ -84,13 +70,7 @@ GOMAXPROCS=1 HOME=$W XDG_DATA_HOME=$W XDG_CONFIG_HOME=$W caddy run --config "$W/
 
 for p in $UP $TB $NG $CA; do wait_port $p; done
 
-head -c 1024 /dev/zero | tr '\0' 'x' | python3 -c 'import sys,json; print(json.dumps({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":sys.stdin.read()[:960]}}}))' > "$W/body.json"
-cat > "$W/post.lua" <<LUA
-local f = io.open("$W/body.json"); wrk.body = f:read("*a"); f:close()
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-LUA
+write_post_script
 sed 's/^wrk.method = "POST"/wrk.method = "POST"\nwrk.headers["Connection"] = "close"/' "$W/post.lua" > "$W/post-close.lua"
 
 # Every target must answer over TLS with the shared certificate before anything is timed.
