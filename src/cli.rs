@@ -62,10 +62,7 @@ pub fn summary(config: &Config) -> String {
         TlsMode::Acme(a) => format!(
             "TLS via ACME for {}, {} challenge, from {}",
             a.domains.join(", "),
-            match a.challenge {
-                crate::config::AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
-                crate::config::AcmeChallenge::Http01 => "http-01",
-            },
+            a.challenge.as_str(),
             a.directory_url
         ),
     };
@@ -177,11 +174,7 @@ fn acme_warnings(a: &crate::config::Acme, config: &Config) -> Vec<String> {
             (config.tls.http_listen.map(|l| l.port()), "tls.http_listen")
         }
     };
-    let want = if a.challenge == crate::config::AcmeChallenge::TlsAlpn01 {
-        443
-    } else {
-        80
-    };
+    let want = a.challenge.ca_port();
     if let Some(port) = port.filter(|p| *p != want) {
         w.push(format!(
             "{what}: port {port}; the CA connects to port {want}, so forward {want} to it or validation fails"

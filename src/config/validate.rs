@@ -259,6 +259,24 @@ pub enum AcmeChallenge {
     Http01,
 }
 
+impl AcmeChallenge {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
+
+    /// The port the CA connects to for this challenge.
+    pub fn ca_port(self) -> u16 {
+        match self {
+            AcmeChallenge::TlsAlpn01 => 443,
+            AcmeChallenge::Http01 => 80,
+        }
+    }
+}
+
 /// External account binding (RFC 8555 §7.3.4), required by some CAs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eab {

@@ -553,36 +553,30 @@ impl AcmeManager {
         Ok(facts)
     }
 
-    /// One attempt, with account handling: a stored account the CA no longer knows is
-    /// replaced by a new registration once.
-    async fn attempt(&self, account: &mut Option<Account>) -> Result<CertFacts, AcmeError> {
-        let result = async {
-            if account.is_none() {
-                *account = Some(self.account().await?);
-            }
-            let acc = account.as_ref().ok_or(AcmeError::Protocol {
-                step: "account",
-                reason: "no account".into(),
-            })?;
-            self.obtain(acc).await
-        }
-        .await;
+    /// One order with the cached account, registering or loading it first if needed. The
+    /// challenge answers are withdrawn afterwards, whatever the outcome.
+    async fn order_once(&self, account: &mut Option<Account>) -> Result<CertFacts, AcmeError> {
+        let acc = match account {
+            Some(a) => a,
+            None => account.insert(self.account().await?),
+        };
+        let result = self.obtain(acc).await;
         self.challenges.clear();
-        match result {
+        result
+    }
+
+    /// One attempt: a stored account the CA no longer knows is replaced by a new
+    /// registration once.
+    async fn attempt(&self, account: &mut Option<Account>) -> Result<CertFacts, AcmeError> {
+        match self.order_once(account).await {
             Err(AcmeError::Protocol { reason, .. }) if reason.contains(ACCOUNT_UNKNOWN) => {
                 log::warn!(
                     "the CA does not know the stored account {}; registering a new one",
                     self.storage.account.display()
                 );
                 let _ = std::fs::remove_file(&self.storage.account);
-                *account = Some(self.account().await?);
-                let acc = account.as_ref().ok_or(AcmeError::Protocol {
-                    step: "account",
-                    reason: "no account".into(),
-                })?;
-                let r = self.obtain(acc).await;
-                self.challenges.clear();
-                r
+                *account = None;
+                self.order_once(account).await
             }
             other => other,
         }
