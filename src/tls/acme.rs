@@ -13,7 +13,7 @@
 //!   the directory's own HTTPS, next to the system's roots.
 
 use super::challenge::Challenges;
-use super::{cert_facts, pair_from_pem, unix_now, CertFacts, ServedCert};
+use super::{pair_facts, pair_from_pem, unix_now, CertFacts, ServedCert};
 use crate::config::{Acme, AcmeChallenge};
 use crate::observe::metrics::Metrics;
 use async_trait::async_trait;
@@ -226,14 +226,10 @@ impl Storage {
             path: self.cert.display().to_string(),
             reason: e.to_string(),
         })?;
-        let facts = pair
-            .end_entity_cert()
-            .ok()
-            .and_then(|c| cert_facts(c.as_ref()))
-            .ok_or_else(|| AcmeError::Storage {
-                path: self.cert.display().to_string(),
-                reason: "not an X.509 certificate".into(),
-            })?;
+        let facts = pair_facts(&pair).ok_or_else(|| AcmeError::Storage {
+            path: self.cert.display().to_string(),
+            reason: "not an X.509 certificate".into(),
+        })?;
         Ok(Some((pair, facts)))
     }
 }
@@ -332,7 +328,7 @@ impl AcmeManager {
             challenges,
             metrics,
         };
-        manager.export_expiry();
+        manager.survey();
         Ok(manager)
     }
 
@@ -341,25 +337,24 @@ impl AcmeManager {
         self.served.clone()
     }
 
-    /// Seconds from now until the next attempt is due (0 or less = now).
-    fn due_in(&self) -> i64 {
-        match self.served.facts() {
-            Some(f) if covers(&f, &self.cfg.domains) => renew_at(&f) - unix_now(),
-            _ => 0,
-        }
-    }
-
-    fn export_expiry(&self) {
+    /// Export the served certificate's expiry and renewal time, and return the seconds until
+    /// the next attempt is due (0 or less = now: no certificate, or one that does not cover
+    /// every configured domain, is due at once).
+    fn survey(&self) -> i64 {
+        let Some(f) = self.served.facts() else {
+            self.metrics.acme_next_renewal.set(0);
+            return 0;
+        };
         let label = self.storage.cert.display().to_string();
-        match self.served.facts() {
-            Some(f) => {
-                self.metrics
-                    .cert_expiry
-                    .with_label_values(&[&label])
-                    .set(f.not_after - unix_now());
-                self.metrics.acme_next_renewal.set(renew_at(&f));
-            }
-            None => self.metrics.acme_next_renewal.set(0),
+        self.metrics
+            .cert_expiry
+            .with_label_values(&[&label])
+            .set(f.not_after - unix_now());
+        self.metrics.acme_next_renewal.set(renew_at(&f));
+        if covers(&f, &self.cfg.domains) {
+            renew_at(&f) - unix_now()
+        } else {
+            0
         }
     }
 
@@ -537,14 +532,10 @@ impl AcmeManager {
                 reason: e.to_string(),
             }
         })?;
-        let facts = pair
-            .end_entity_cert()
-            .ok()
-            .and_then(|c| cert_facts(c.as_ref()))
-            .ok_or(AcmeError::Protocol {
-                step: "certificate download",
-                reason: "the CA returned something that is not an X.509 certificate".into(),
-            })?;
+        let facts = pair_facts(&pair).ok_or(AcmeError::Protocol {
+            step: "certificate download",
+            reason: "the CA returned something that is not an X.509 certificate".into(),
+        })?;
         // Key first: a crash between the two writes leaves a mismatch, which is refused at
         // load and answered with a new order, never served.
         write_private(&self.storage.key, key_pem.as_bytes())?;
@@ -588,12 +579,12 @@ impl AcmeManager {
         let mut failures: u32 = 0;
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
-            self.export_expiry();
+            let due_in = self.survey();
             let now = tokio::time::Instant::now();
             let wait = match retry_at {
                 Some(at) if at > now => Some(at - now),
                 Some(_) => None,
-                None => u64::try_from(self.due_in())
+                None => u64::try_from(due_in)
                     .ok()
                     .filter(|s| *s > 0)
                     .map(Duration::from_secs),

@@ -59,6 +59,11 @@ pub struct CertFacts {
     pub dns_names: Vec<String>,
 }
 
+/// Facts about the leaf certificate of a served pair.
+pub fn pair_facts(pair: &CertifiedKey) -> Option<CertFacts> {
+    cert_facts(pair.end_entity_cert().ok()?.as_ref())
+}
+
 /// Read the validity window and subject alternative DNS names of a DER certificate.
 pub fn cert_facts(der: &[u8]) -> Option<CertFacts> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -179,8 +184,7 @@ impl ServedCert {
 
     /// Facts about the leaf certificate in service.
     pub fn facts(&self) -> Option<CertFacts> {
-        let pair = self.get()?;
-        cert_facts(pair.end_entity_cert().ok()?.as_ref())
+        pair_facts(self.get()?.as_ref())
     }
 }
 
