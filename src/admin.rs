@@ -15,7 +15,8 @@ pub struct AdminApp {
     pub metrics: Arc<Metrics>,
 }
 
-fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+/// A small complete answer: length set, not cached, no sniffing.
+pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)

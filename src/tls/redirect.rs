@@ -16,17 +16,12 @@ pub struct HttpRedirect {
     pub https_port: u16,
 }
 
-fn reply(status: u16, location: Option<&str>, body: &str) -> Response<Vec<u8>> {
-    let mut b = Response::builder()
-        .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
-        .header("content-length", body.len())
-        .header("cache-control", "no-store")
-        .header("x-content-type-options", "nosniff");
-    if let Some(l) = location {
-        b = b.header("location", l);
-    }
-    b.body(body.as_bytes().to_vec()).unwrap_or_default()
+fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+    crate::admin::reply(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 /// The host part of a `Host` header, without its port, if it is a plausible host name or
@@ -65,14 +60,14 @@ impl ServeHttp for HttpRedirect {
         let path = req.uri.path();
         if let Some(token) = path.strip_prefix(HTTP01_PREFIX) {
             if req.method != http::Method::GET && req.method != http::Method::HEAD {
-                return reply(405, None, "method not allowed\n");
+                return text(405, "method not allowed\n");
             }
             return match self.challenges.http_answer(token) {
                 Some(answer) => {
                     log::info!("answered an HTTP-01 validation");
-                    reply(200, None, &answer)
+                    text(200, &answer)
                 }
-                None => reply(404, None, "no such challenge\n"),
+                None => text(404, "no such challenge\n"),
             };
         }
         let host = req
@@ -81,11 +76,14 @@ impl ServeHttp for HttpRedirect {
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri.host());
         let Some(host) = host.and_then(host_only) else {
-            return reply(400, None, "missing or malformed Host header\n");
+            return text(400, "missing or malformed Host header\n");
         };
         let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = self.target(host, pq);
-        reply(308, Some(&location), "use HTTPS\n")
+        let mut r = text(308, "use HTTPS\n");
+        if let Ok(location) = http::HeaderValue::from_str(&self.target(host, pq)) {
+            r.headers_mut().insert(http::header::LOCATION, location);
+        }
+        r
     }
 }
 
