@@ -34,8 +34,9 @@ pub fn not_after(path: &Path) -> Result<i64, CertError> {
     })?;
     let (_, pem) =
         x509_parser::pem::parse_x509_pem(&data).map_err(|_| CertError::NoPem(shown.clone()))?;
-    let cert = pem.parse_x509().map_err(|_| CertError::NotX509(shown))?;
-    Ok(cert.validity().not_after.timestamp())
+    cert_facts(&pem.contents)
+        .map(|f| f.not_after)
+        .ok_or(CertError::NotX509(shown))
 }
 
 /// Seconds since the epoch, now.
