@@ -33,17 +33,6 @@ async fn bridge(idp: &Idp, up: &Upstream, extra_auth: &str) -> Bridge {
 const AUD: &[&str] = &["claude-client", "https://mcp.example.com/"];
 
 /// POST `{}` to `/mcp/a` with `token` as bearer; the status code.
-async fn post_with_token(b: &Bridge, token: &str) -> u16 {
-    client()
-        .post(b.url("/mcp/a"))
-        .bearer_auth(token)
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
 
 #[tokio::test]
 async fn discovery_documents_and_challenges() {
@@ -88,13 +77,7 @@ async fn discovery_documents_and_challenges() {
         "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp/b\""
     );
     // A bad token adds error="invalid_token".
-    let r = c
-        .post(b.url("/mcp/a"))
-        .bearer_auth("unknown")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_bearer(&b, "unknown").await;
     assert_eq!(r.status(), 401);
     let wa = r.headers()["www-authenticate"]
         .to_str()
@@ -234,7 +217,6 @@ async fn cache_ttl_follows_config_and_expiry() {
     )
     .await;
     idp.grant("tok-ttl", "9", AUD, 300);
-    let c = client();
     assert_eq!(post_with_token(&b, "tok-ttl").await, 200);
     assert_eq!(post_with_token(&b, "tok-ttl").await, 200);
     assert_eq!(idp.introspections(), 1);
@@ -248,13 +230,7 @@ async fn cache_ttl_follows_config_and_expiry() {
         "tok-old",
         serde_json::json!({"active": true, "exp": now() - 10, "aud": AUD, "iss": idp.issuer()}),
     );
-    let r = c
-        .post(b.url("/mcp/a"))
-        .bearer_auth("tok-old")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_bearer(&b, "tok-old").await;
     assert_eq!(r.status(), 401);
 }
 
@@ -263,16 +239,9 @@ async fn idp_down_gives_503_but_cached_tokens_keep_working() {
     let (idp, up) = (Idp::start().await, Upstream::start().await);
     let b = bridge(&idp, &up, "").await;
     idp.grant("tok-cached", "5", AUD, 300);
-    let c = client();
     assert_eq!(post_with_token(&b, "tok-cached").await, 200);
     idp.state.down.store(true, Ordering::SeqCst);
-    let r = c
-        .post(b.url("/mcp/a"))
-        .bearer_auth("tok-new")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_bearer(&b, "tok-new").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
     assert!(
@@ -551,13 +520,7 @@ async fn wrong_bridge_credentials_are_reported_loudly() {
         } else {
             format!("t{i}")
         };
-        let r = client()
-            .post(b.url("/mcp/a"))
-            .bearer_auth(t)
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let r = post_bearer(&b, &t).await;
         assert_eq!(r.status(), 401);
     }
     b.wait_for_log("AUTH MISCONFIGURED").await;

@@ -292,6 +292,22 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// POST `{}` to the bridge's `/mcp/a` with a bearer token.
+pub async fn post_bearer(b: &Bridge, token: &str) -> reqwest::Response {
+    client()
+        .post(b.url("/mcp/a"))
+        .bearer_auth(token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status of `post_bearer`.
+pub async fn post_with_token(b: &Bridge, token: &str) -> u16 {
+    post_bearer(b, token).await.status().as_u16()
+}
+
 /// A fake upstream that reads one request per connection and drops the connection without
 /// answering. Counts the requests whose first bytes start with `prefix` (health probes
 /// connect and send nothing, so they are not counted).

@@ -152,13 +152,7 @@ async fn socks5_with_username_and_password_also_for_introspection() {
         "tok",
         serde_json::json!({"active": true, "aud": ["https://mcp.example.com"], "iss": format!("http://localhost:{}", idp.addr.port()), "sub": "1", "exp": now() + 300}),
     );
-    let r = client()
-        .post(b.url("/mcp/a"))
-        .bearer_auth("tok")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_bearer(&b, "tok").await;
     assert_eq!(r.status(), 200, "{}", b.stderr());
     // Introspection (reqwest, socks5h) and the upstream request (pingora) both went through it.
     let log = socks.log();

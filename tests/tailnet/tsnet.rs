@@ -150,13 +150,7 @@ async fn introspection_goes_through_the_node() {
         "tok",
         serde_json::json!({"active": true, "aud": ["https://mcp.example.com/"], "iss": idp_url, "sub": "3", "exp": now() + 300}),
     );
-    let r = client()
-        .post(b.url("/mcp/a"))
-        .bearer_auth("tok")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_bearer(&b, "tok").await;
     assert_eq!(r.status(), 200, "{}", b.stderr());
     assert_eq!(idp.introspections(), 1);
     let dials = std::fs::read_to_string(state.join("test-double-dials.log")).unwrap();
