@@ -2,7 +2,8 @@
 //!
 //! Module map: [`config`] (YAML → validated config), [`proxy`] (the `ProxyHttp` phases,
 //! routing and header rules), [`tailnet`] (how bytes reach the tailnet), [`observe`]
-//! (metrics, access log, health), [`admin`] (metrics/health listener), [`app`] (wiring),
+//! (metrics, access log, health), [`mcp`] (the MCP-aware layer: tool policy, metrics, audit),
+//! [`admin`] (metrics/health listener), [`app`] (wiring),
 //! [`cli`] (command line).
 #![deny(clippy::unwrap_used)]
 
@@ -11,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod mcp;
 pub mod observe;
 pub mod proxy;
 pub mod reload;

@@ -1,0 +1,422 @@
+//! A strict, allocation-light JSON scanner (RFC 8259) for the few members the MCP layer
+//! reads. It validates the whole text (so that what it accepts is what any conforming parser
+//! reads) but builds no tree: values are byte spans, and only the object levels the caller
+//! walks are looked at key by key. Pure.
+//!
+//! Strictness is the point: a body that another parser might read differently (a
+//! duplicate key, trailing text, a lone surrogate, invalid UTF-8, nesting deeper than
+//! [`MAX_DEPTH`]) is an error here, so a policy decision is never made on a reading the
+//! upstream does not share.
+
+use std::borrow::Cow;
+
+/// Deepest nesting accepted (a guard against stack exhaustion).
+pub const MAX_DEPTH: usize = 128;
+
+/// Why a text is not (unambiguous) JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("invalid JSON at byte {0}")]
+    Syntax(usize),
+    #[error("JSON nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("text after the JSON value at byte {0}")]
+    Trailing(usize),
+    #[error("an object has the same key twice")]
+    DuplicateKey,
+}
+
+/// The type of a JSON value, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Object,
+    Array,
+    String,
+    Number,
+    True,
+    False,
+    Null,
+}
+
+/// The kind of the value spanning `raw` (which the scanner validated).
+pub fn kind(raw: &[u8]) -> Kind {
+    match raw.first() {
+        Some(b'{') => Kind::Object,
+        Some(b'[') => Kind::Array,
+        Some(b'"') => Kind::String,
+        Some(b't') => Kind::True,
+        Some(b'f') => Kind::False,
+        Some(b'n') => Kind::Null,
+        _ => Kind::Number,
+    }
+}
+
+/// A cursor over one JSON text.
+pub struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: usize,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Scanner { b, i: 0, depth: 0 }
+    }
+
+    fn err(&self) -> JsonError {
+        JsonError::Syntax(self.i)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), JsonError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.err())
+        }
+    }
+
+    /// The whole text is exactly one value (surrounding whitespace allowed).
+    pub fn document(b: &'a [u8]) -> Result<&'a [u8], JsonError> {
+        let mut s = Scanner::new(b);
+        s.ws();
+        let v = s.value()?;
+        s.ws();
+        if s.i != b.len() {
+            return Err(JsonError::Trailing(s.i));
+        }
+        Ok(v)
+    }
+
+    /// Validate one value at the cursor and return its bytes.
+    pub fn value(&mut self) -> Result<&'a [u8], JsonError> {
+        let start = self.i;
+        match self.peek() {
+            Some(b'{') => self.object(|s, _| s.value().map(|_| ()))?,
+            Some(b'[') => self.array(|s| s.value().map(|_| ()))?,
+            Some(b'"') => {
+                self.string()?;
+            }
+            Some(b't') => self.literal(b"true")?,
+            Some(b'f') => self.literal(b"false")?,
+            Some(b'n') => self.literal(b"null")?,
+            Some(b'-' | b'0'..=b'9') => self.number()?,
+            _ => return Err(self.err()),
+        }
+        Ok(&self.b[start..self.i])
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> Result<(), JsonError> {
+        if self.b[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            Err(self.err())
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Result<(), JsonError> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err()),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.err());
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err());
+            }
+        }
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let h = self.b.get(self.i..self.i + 4).ok_or(self.err())?;
+        let s = std::str::from_utf8(h).map_err(|_| self.err())?;
+        let v = u32::from_str_radix(s, 16).map_err(|_| self.err())?;
+        self.i += 4;
+        Ok(v)
+    }
+
+    /// Read a string at the cursor, decoding escapes (borrowed when it has none).
+    pub fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut owned: Option<String> = None;
+        let mut run = start;
+        loop {
+            let c = self.peek().ok_or(self.err())?;
+            match c {
+                b'"' => {
+                    let tail = std::str::from_utf8(&self.b[run..self.i]).map_err(|_| self.err())?;
+                    self.i += 1;
+                    return Ok(match owned {
+                        None => Cow::Borrowed(tail),
+                        Some(mut o) => {
+                            o.push_str(tail);
+                            Cow::Owned(o)
+                        }
+                    });
+                }
+                b'\\' => {
+                    let o = owned.get_or_insert_with(String::new);
+                    o.push_str(std::str::from_utf8(&self.b[run..self.i]).map_err(|_| self.err())?);
+                    self.i += 1;
+                    let e = self.peek().ok_or(self.err())?;
+                    self.i += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&hi) {
+                                // A high surrogate must be followed by an escaped low one.
+                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return Err(self.err());
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.err());
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else if (0xDC00..0xE000).contains(&hi) {
+                                return Err(self.err());
+                            } else {
+                                hi
+                            };
+                            char::from_u32(code).ok_or(self.err())?
+                        }
+                        _ => return Err(JsonError::Syntax(self.i - 1)),
+                    };
+                    o.push(ch);
+                    run = self.i;
+                }
+                0x00..=0x1f => return Err(self.err()),
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// Walk an object at the cursor: `f` gets each key and must consume its value.
+    /// Duplicate keys are an error (parsers disagree on which one wins).
+    pub fn object<F>(&mut self, mut f: F) -> Result<(), JsonError>
+    where
+        F: FnMut(&mut Self, Cow<'a, str>) -> Result<(), JsonError>,
+    {
+        self.enter()?;
+        self.eat(b'{')?;
+        self.ws();
+        let mut keys = KeySet::default();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            if !keys.insert(&key) {
+                return Err(JsonError::DuplicateKey);
+            }
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            f(self, key)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err()),
+            }
+        }
+    }
+
+    /// Walk an array at the cursor: `f` must consume each element.
+    pub fn array<F>(&mut self, mut f: F) -> Result<(), JsonError>
+    where
+        F: FnMut(&mut Self) -> Result<(), JsonError>,
+    {
+        self.enter()?;
+        self.eat(b'[')?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            f(self)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err()),
+            }
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), JsonError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            Err(JsonError::TooDeep)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The keys of one object: a short list, a hash set once it grows (so that a hostile object
+/// with thousands of keys costs linear time).
+#[derive(Default)]
+struct KeySet<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: Option<std::collections::HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> KeySet<'a> {
+    const FEW: usize = 16;
+
+    /// Add `key` (borrowed keys are not copied); false when it was already there.
+    fn insert(&mut self, key: &Cow<'a, str>) -> bool {
+        if let Some(set) = &mut self.many {
+            return set.insert(key.clone());
+        }
+        if self.few.iter().any(|k| k == key) {
+            return false;
+        }
+        self.few.push(key.clone());
+        if self.few.len() > Self::FEW {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        true
+    }
+}
+
+/// The members of the object spanning `raw` (validated), as (key, value bytes).
+pub fn members(raw: &[u8]) -> Result<Vec<(Cow<'_, str>, &[u8])>, JsonError> {
+    let mut out = Vec::new();
+    let mut s = Scanner::new(raw);
+    s.object(|s, k| {
+        let v = s.value()?;
+        out.push((k, v));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Decode the string value spanning `raw`, or `None` if it is not a string.
+pub fn as_str(raw: &[u8]) -> Option<Cow<'_, str>> {
+    if kind(raw) != Kind::String {
+        return None;
+    }
+    Scanner::new(raw).string().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_table() {
+        let ok: &[&str] = &[
+            r#"{}"#,
+            r#" {"a":1} "#,
+            r#"[1,2.5,-0,1e10,-1.5E-3,true,false,null,"x"]"#,
+            r#"{"a":{"b":[{"c":"\u00e9\ud83d\ude00\n"}]}}"#,
+            r#""plain""#,
+            "{\"a\":\"é\"}",
+            r#"{"a":1,"b":{"a":2}}"#,
+        ];
+        for t in ok {
+            assert!(Scanner::document(t.as_bytes()).is_ok(), "{t}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("{", "open"),
+            (r#"{"a":1,}"#, "trailing comma"),
+            (r#"{"a":1}{"b":2}"#, "two documents"),
+            (r#"{"a":1} x"#, "trailing text"),
+            (r#"{'a':1}"#, "single quotes"),
+            (r#"{"a":01}"#, "leading zero"),
+            (r#"{"a":1.}"#, "bare dot"),
+            (r#"{"a":NaN}"#, "NaN"),
+            (r#"{"a":"\ud800"}"#, "lone high surrogate"),
+            (r#"{"a":"\udc00"}"#, "lone low surrogate"),
+            (r#"{"a":"\x"}"#, "bad escape"),
+            ("{\"a\":\"\u{1}\"}", "control char"),
+            (r#"{"a":1,"a":2}"#, "duplicate"),
+            (r#"{"a":1,"\u0061":2}"#, "escaped duplicate"),
+            (r#"[tru]"#, "bad literal"),
+        ];
+        for (t, why) in bad {
+            assert!(Scanner::document(t.as_bytes()).is_err(), "{why}: {t}");
+        }
+        assert!(
+            Scanner::document(b"{\"a\":\"\xff\"}").is_err(),
+            "invalid UTF-8"
+        );
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert_eq!(Scanner::document(deep.as_bytes()), Err(JsonError::TooDeep));
+        let fine = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(Scanner::document(fine.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn members_and_strings() {
+        let m = members(br#"{"method":"tools\/call","id":7,"params":{"name":"x"}}"#).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(as_str(m[0].1).as_deref(), Some("tools/call"));
+        assert_eq!(kind(m[1].1), Kind::Number);
+        assert_eq!(m[1].1, b"7");
+        assert_eq!(kind(m[2].1), Kind::Object);
+        assert_eq!(as_str(b"5"), None);
+    }
+}

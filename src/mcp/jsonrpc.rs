@@ -1,0 +1,553 @@
+//! JSON-RPC 2.0 messages as MCP carries them: what a client POSTs (single messages and
+//! batch arrays; requests, notifications and responses told apart) and what a server
+//! answers (the response for a request id, and its outcome). Pure.
+//!
+//! Only what the layer needs is read: `method`, `id`, for `tools/call` the tool `name`, the
+//! field the 2026-07-28 `Mcp-Name` header mirrors, and — only when the audit asks — the
+//! raw `arguments`. The whole text is still validated by [`super::json`].
+
+use super::json::{self, as_str, kind, JsonError, Kind, Scanner};
+
+/// A JSON-RPC id, compared as the peers compare it (numbers by their text, strings by value).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Id {
+    Num(Box<str>),
+    Str(Box<str>),
+}
+
+impl Id {
+    /// Read an id value (string or number); `None` for anything else.
+    pub fn parse(raw: &[u8]) -> Option<Id> {
+        match kind(raw) {
+            Kind::Number => std::str::from_utf8(raw).ok().map(|s| Id::Num(s.into())),
+            Kind::String => as_str(raw).map(|s| Id::Str(s.into())),
+            _ => None,
+        }
+    }
+
+    /// The id as JSON text, for answers the bridge writes itself.
+    pub fn to_json(&self) -> String {
+        match self {
+            Id::Num(n) => n.to_string(),
+            Id::Str(s) => serde_json::Value::String(s.to_string()).to_string(),
+        }
+    }
+
+    /// The id as JSON.
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            Id::Num(n) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
+            Id::Str(s) => serde_json::Value::String(s.to_string()),
+        }
+    }
+}
+
+/// What a client-sent message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Has `method` and `id`: expects a response.
+    Request,
+    /// Has `method`, no `id`.
+    Notification,
+    /// Has `result` or `error` and an `id`: the client answering a server request.
+    Response,
+}
+
+/// One client-sent message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub kind: MessageKind,
+    pub method: Option<String>,
+    pub id: Option<Id>,
+    /// For `tools/call`: `params.name`, when it is a string.
+    pub tool: Option<String>,
+    /// The body field the 2026-07-28 `Mcp-Name` header mirrors for this method, if any.
+    pub mirrored_name: Option<String>,
+    /// `params.arguments` as raw JSON, only when asked for.
+    pub arguments: Option<String>,
+}
+
+/// A POST body read as JSON-RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub messages: Vec<Message>,
+    /// The body was an array (a JSON-RPC batch).
+    pub batch: bool,
+}
+
+/// Why a body is not read as JSON-RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unparsed {
+    #[error("the body is empty")]
+    Empty,
+    #[error("the body is not JSON: {0}")]
+    NotJson(JsonError),
+    #[error("the body is not a JSON-RPC 2.0 message")]
+    NotJsonRpc,
+}
+
+/// The body field `Mcp-Name` mirrors, by method (MCP 2026-07-28, standard request headers).
+pub fn mirrored_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        "tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result" => Some("taskId"),
+        _ => None,
+    }
+}
+
+/// Strip a UTF-8 byte-order mark, as lenient JSON readers do.
+fn without_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}
+
+/// Read a POST body. `keep_arguments` keeps `tools/call` arguments for the audit log.
+pub fn classify(body: &[u8], keep_arguments: bool) -> Result<Inbound, Unparsed> {
+    let body = without_bom(body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Unparsed::Empty);
+    }
+    let doc = Scanner::document(body).map_err(Unparsed::NotJson)?;
+    match kind(doc) {
+        Kind::Object => Ok(Inbound {
+            messages: vec![message(doc, keep_arguments)?],
+            batch: false,
+        }),
+        Kind::Array => {
+            let mut messages = Vec::new();
+            let mut s = Scanner::new(doc);
+            let mut bad = false;
+            s.array(|s| {
+                let v = s.value()?;
+                match message(v, keep_arguments) {
+                    Ok(m) => messages.push(m),
+                    Err(_) => bad = true,
+                }
+                Ok(())
+            })
+            .map_err(Unparsed::NotJson)?;
+            if bad || messages.is_empty() {
+                return Err(Unparsed::NotJsonRpc);
+            }
+            Ok(Inbound {
+                messages,
+                batch: true,
+            })
+        }
+        _ => Err(Unparsed::NotJsonRpc),
+    }
+}
+
+fn message(raw: &[u8], keep_arguments: bool) -> Result<Message, Unparsed> {
+    if kind(raw) != Kind::Object {
+        return Err(Unparsed::NotJsonRpc);
+    }
+    let members = json::members(raw).map_err(Unparsed::NotJson)?;
+    let (mut version, mut method, mut id, mut params, mut answer) = (None, None, None, None, false);
+    for (k, v) in &members {
+        match k.as_ref() {
+            "jsonrpc" => version = as_str(v),
+            "method" => method = Some(as_str(v).ok_or(Unparsed::NotJsonRpc)?),
+            "id" => id = Some(*v),
+            "params" => params = Some(*v),
+            "result" | "error" => answer = true,
+            _ => {}
+        }
+    }
+    if version.as_deref() != Some("2.0") {
+        return Err(Unparsed::NotJsonRpc);
+    }
+    let parsed_id = match id {
+        Some(v) if kind(v) == Kind::Null => None,
+        Some(v) => Some(Id::parse(v).ok_or(Unparsed::NotJsonRpc)?),
+        None => None,
+    };
+    let kind = match (&method, &parsed_id, answer) {
+        (Some(_), Some(_), false) => MessageKind::Request,
+        (Some(_), None, false) if id.is_none() => MessageKind::Notification,
+        (None, _, true) => MessageKind::Response,
+        _ => return Err(Unparsed::NotJsonRpc),
+    };
+    let method = method.map(|m| m.into_owned());
+    let mut tool = None;
+    let mut mirrored_name = None;
+    let mut arguments = None;
+    if let (Some(m), Some(p)) = (&method, params) {
+        let field = mirrored_field(m);
+        if kind_is_object(p) && (field.is_some() || m == "tools/call") {
+            for (k, v) in json::members(p).map_err(Unparsed::NotJson)? {
+                if Some(k.as_ref()) == field {
+                    mirrored_name = as_str(v).map(|s| s.into_owned());
+                }
+                if m == "tools/call" {
+                    match k.as_ref() {
+                        "name" => tool = as_str(v).map(|s| s.into_owned()),
+                        "arguments" if keep_arguments => {
+                            arguments = std::str::from_utf8(v).ok().map(str::to_string)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(Message {
+        kind,
+        method,
+        id: parsed_id,
+        tool,
+        mirrored_name,
+        arguments,
+    })
+}
+
+fn kind_is_object(raw: &[u8]) -> bool {
+    kind(raw) == Kind::Object
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A `result`.
+    Result,
+    /// A `result` with `isError: true` (a tool reporting failure).
+    ToolError,
+    /// An `error`.
+    Error,
+}
+
+/// One server-sent response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply<'a> {
+    pub id: Option<Id>,
+    pub answer: Answer,
+    /// The `result` value, when there is one.
+    pub result: Option<&'a [u8]>,
+}
+
+/// The responses in one server message (an object, or a batch array). Requests and
+/// notifications from the server, and anything unreadable, yield nothing.
+pub fn replies(text: &[u8]) -> Vec<Reply<'_>> {
+    let text = without_bom(text);
+    let Ok(doc) = Scanner::document(text) else {
+        return Vec::new();
+    };
+    match kind(doc) {
+        Kind::Object => reply(doc).into_iter().collect(),
+        Kind::Array => {
+            let mut out = Vec::new();
+            let mut s = Scanner::new(doc);
+            let _ = s.array(|s| {
+                let v = s.value()?;
+                out.extend(reply(v));
+                Ok(())
+            });
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn reply(raw: &[u8]) -> Option<Reply<'_>> {
+    if kind(raw) != Kind::Object {
+        return None;
+    }
+    let members = json::members(raw).ok()?;
+    let (mut id, mut result, mut error, mut method) = (None, None, false, false);
+    for (k, v) in &members {
+        match k.as_ref() {
+            "id" => id = Id::parse(v),
+            "result" => result = Some(*v),
+            "error" => error = true,
+            "method" => method = true,
+            _ => {}
+        }
+    }
+    if method {
+        return None;
+    }
+    let answer = match (result, error) {
+        (_, true) => Answer::Error,
+        (Some(r), false) => {
+            let tool_error = kind(r) == Kind::Object
+                && json::members(r)
+                    .ok()?
+                    .iter()
+                    .any(|(k, v)| k == "isError" && kind(v) == Kind::True);
+            if tool_error {
+                Answer::ToolError
+            } else {
+                Answer::Result
+            }
+        }
+        (None, false) => return None,
+    };
+    Some(Reply { id, answer, result })
+}
+
+/// The tool names in a `tools/list` result (`result.tools[].name`).
+pub fn listed_tools(result: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(members) = json::members(result) else {
+        return names;
+    };
+    let Some((_, tools)) = members.iter().find(|(k, _)| k == "tools") else {
+        return names;
+    };
+    if kind(tools) != Kind::Array {
+        return names;
+    }
+    let mut s = Scanner::new(tools);
+    let _ = s.array(|s| {
+        let t = s.value()?;
+        if kind(t) == Kind::Object {
+            if let Some((_, n)) = json::members(t)?.iter().find(|(k, _)| k == "name") {
+                names.extend(as_str(n).map(|n| n.into_owned()));
+            }
+        }
+        Ok(())
+    });
+    names
+}
+
+/// Rewrite one server message (object or batch) so that every `tools/list` result whose
+/// id is in `ids` keeps only the tools `keep` accepts. Everything else in the message,
+/// `nextCursor` included, is kept. `None` when nothing had to change.
+pub fn filter_tools_lists(text: &[u8], ids: &[Id], keep: &dyn Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(without_bom(text)).ok()?;
+    let mut changed = false;
+    let mut filter_one = |m: &mut serde_json::Value| {
+        let matches = m
+            .get("id")
+            .and_then(|i| serde_json::to_vec(i).ok())
+            .and_then(|raw| Id::parse(&raw))
+            .is_some_and(|id| ids.contains(&id));
+        if !matches {
+            return;
+        }
+        if let Some(tools) = m
+            .get_mut("result")
+            .and_then(|r| r.get_mut("tools"))
+            .and_then(|t| t.as_array_mut())
+        {
+            let before = tools.len();
+            tools.retain(|t| t.get("name").and_then(|n| n.as_str()).is_some_and(keep));
+            changed |= tools.len() != before;
+        }
+    };
+    match &mut v {
+        serde_json::Value::Array(items) => items.iter_mut().for_each(&mut filter_one),
+        other => filter_one(other),
+    }
+    if changed {
+        serde_json::to_vec(&v).ok()
+    } else {
+        None
+    }
+}
+
+/// Method names MCP defines (2025-11-25 and 2026-07-28): the only values the `method`
+/// metric label takes besides `_other`, `_response` and `_unparsed`.
+pub const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "subscriptions/listen",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "tasks/update",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
+];
+
+/// Label for methods MCP does not define.
+pub const OTHER_METHOD: &str = "_other";
+/// Label for client messages that answer a server request.
+pub const RESPONSE_METHOD: &str = "_response";
+/// Label for bodies that are not JSON-RPC.
+pub const UNPARSED_METHOD: &str = "_unparsed";
+
+/// The bounded metric label of a client message.
+pub fn method_label(m: &Message) -> &'static str {
+    match (&m.kind, &m.method) {
+        (MessageKind::Response, _) => RESPONSE_METHOD,
+        (_, Some(name)) => KNOWN_METHODS
+            .iter()
+            .find(|k| **k == name.as_str())
+            .copied()
+            .unwrap_or(OTHER_METHOD),
+        (_, None) => OTHER_METHOD,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Message {
+        let mut i = classify(body.as_bytes(), true).unwrap();
+        assert!(!i.batch);
+        i.messages.remove(0)
+    }
+
+    #[test]
+    fn classifier_table() {
+        let m = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+        );
+        assert_eq!(m.kind, MessageKind::Request);
+        assert_eq!(m.method.as_deref(), Some("tools/call"));
+        assert_eq!(m.id, Some(Id::Num("1".into())));
+        assert_eq!(m.tool.as_deref(), Some("echo"));
+        assert_eq!(m.mirrored_name.as_deref(), Some("echo"));
+        assert_eq!(m.arguments.as_deref(), Some(r#"{"text":"hi"}"#));
+        assert_eq!(method_label(&m), "tools/call");
+
+        let m = one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(m.kind, MessageKind::Notification);
+        assert_eq!(m.id, None);
+
+        let m = one(r#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#);
+        assert_eq!(m.kind, MessageKind::Response);
+        assert_eq!(method_label(&m), "_response");
+
+        let m = one(
+            r#"{"jsonrpc":"2.0","id":"a\u0062","method":"resources/read","params":{"uri":"file:///x"}}"#,
+        );
+        assert_eq!(m.id, Some(Id::Str("ab".into())));
+        assert_eq!(m.mirrored_name.as_deref(), Some("file:///x"));
+        assert_eq!(m.tool, None);
+
+        let m = one(r#"{"jsonrpc":"2.0","id":2,"method":"my/custom"}"#);
+        assert_eq!(method_label(&m), "_other");
+
+        // the tool name is not kept apart from the arguments unless asked
+        let i = classify(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(i.messages[0].arguments, None);
+        assert_eq!(i.messages[0].tool.as_deref(), Some("x"));
+
+        // a BOM is read past, as lenient upstream parsers do
+        let m = one("\u{feff}{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}");
+        assert_eq!(m.method.as_deref(), Some("ping"));
+    }
+
+    #[test]
+    fn batches() {
+        let i = classify(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_note"}}]"#,
+            false,
+        )
+        .unwrap();
+        assert!(i.batch);
+        assert_eq!(i.messages.len(), 3);
+        assert_eq!(i.messages[2].tool.as_deref(), Some("delete_note"));
+        assert_eq!(classify(b"[]", false), Err(Unparsed::NotJsonRpc));
+        assert_eq!(
+            classify(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 5]"#, false),
+            Err(Unparsed::NotJsonRpc)
+        );
+    }
+
+    #[test]
+    fn not_json_rpc_table() {
+        let cases: &[&str] = &[
+            "",
+            "   ",
+            "hello",
+            "{}",
+            r#"{"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","method":5}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"} {"jsonrpc":"2.0","id":2,"method":"tools/call"}"#,
+            r#""just a string""#,
+        ];
+        for c in cases {
+            assert!(classify(c.as_bytes(), false).is_err(), "{c}");
+        }
+    }
+
+    #[test]
+    fn replies_table() {
+        let r = replies(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#);
+        assert_eq!(r[0].answer, Answer::ToolError);
+        assert_eq!(r[0].id, Some(Id::Num("1".into())));
+        let r = replies(br#"{"jsonrpc":"2.0","id":"x","result":{"content":[],"isError":false}}"#);
+        assert_eq!(r[0].answer, Answer::Result);
+        let r = replies(br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no"}}"#);
+        assert_eq!(r[0].answer, Answer::Error);
+        assert!(
+            replies(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#)
+                .is_empty()
+        );
+        assert!(
+            replies(br#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage"}"#).is_empty()
+        );
+        assert!(replies(b"not json").is_empty());
+        let r = replies(br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}]"#);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].answer, Answer::Error);
+    }
+
+    #[test]
+    fn tools_list_names_and_filtering() {
+        let text = br#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"echo","inputSchema":{}},{"name":"delete_note"},{"name":"count"}],"nextCursor":"page2"}}"#;
+        let r = replies(text);
+        assert_eq!(
+            listed_tools(r[0].result.unwrap()),
+            vec!["echo", "delete_note", "count"]
+        );
+        let keep = |n: &str| !n.starts_with("delete_");
+        let out = filter_tools_lists(text, &[Id::Num("4".into())], &keep).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["echo", "count"]);
+        assert_eq!(v["result"]["nextCursor"], "page2");
+        assert_eq!(v["id"], 4);
+        // another id, or nothing to drop: unchanged
+        assert_eq!(
+            filter_tools_lists(text, &[Id::Num("5".into())], &keep),
+            None
+        );
+        assert_eq!(
+            filter_tools_lists(text, &[Id::Num("4".into())], &|_| true),
+            None
+        );
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(Id::Str("a\"b".into()).to_json(), r#""a\"b""#);
+        assert_eq!(Id::Num("17".into()).to_json(), "17");
+        assert_eq!(Id::parse(b"17"), Some(Id::Num("17".into())));
+        assert_eq!(Id::parse(b"null"), None);
+    }
+}
