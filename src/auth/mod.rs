@@ -2,12 +2,13 @@
 //!
 //! [`bearer`] extracts tokens, [`introspect`] asks tsidp about them (RFC 7662), [`verify`]
 //! caches and checks the answers, [`metadata`] builds the discovery documents (RFC 9728,
-//! RFC 8414), [`ratelimit`] protects the IdP.
+//! RFC 8414), [`ratelimit`] protects the IdP, [`userinfo`] reads tool grants from tsidp.
 
 pub mod bearer;
 pub mod introspect;
 pub mod metadata;
 pub mod ratelimit;
+pub mod userinfo;
 pub mod verify;
 
 pub use verify::{AuthError, Principal, Verifier};
@@ -25,7 +26,7 @@ use std::sync::Arc;
 pub struct AuthRuntime {
     pub cfg: Arc<Auth>,
     pub verifier: Verifier,
-    pub metadata: metadata::AsMetadata,
+    pub metadata: Arc<metadata::AsMetadata>,
     /// reqwest client that reaches tsidp through the tailnet connector.
     pub http: reqwest::Client,
     /// tsidp's base URL without a trailing slash.
@@ -90,9 +91,10 @@ impl AuthRuntime {
             }
         }
         let cfg = Arc::new(cfg);
+        let metadata = Arc::new(metadata::AsMetadata::new(&cfg.issuer, cfg.metadata_refresh));
         Ok(AuthRuntime {
-            verifier: Verifier::new(cfg.clone(), http.clone(), secret, metrics),
-            metadata: metadata::AsMetadata::new(&cfg.issuer, cfg.metadata_refresh),
+            verifier: Verifier::new(cfg.clone(), http.clone(), secret, metrics, metadata.clone()),
+            metadata,
             idp_base: cfg.issuer.as_str().trim_end_matches('/').to_string(),
             registrations: KeyedLimiter::new(
                 f64::from(cfg.registration.per_minute) / 60.0,

@@ -12,9 +12,11 @@
 //!   so one cached introspection serves all endpoints.
 
 use super::introspect::{introspect, now_unix, Claims, IntrospectError};
+use super::metadata::AsMetadata;
 use super::ratelimit::KeyedLimiter;
 use crate::config::secrets::Secret;
 use crate::config::{AudienceCheck, Auth};
+use crate::mcp::policy::{Caller, ClaimGrant};
 use crate::observe::metrics::Metrics;
 use moka::future::Cache;
 use moka::Expiry;
@@ -30,12 +32,26 @@ use tokio::sync::Semaphore;
 /// cannot identify, requirements #7).
 const INACTIVE_STREAK_ALARM: u64 = 10;
 
-/// The identity behind a valid token.
+/// The identity behind a valid token, built once per cached verdict and shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub sub: Option<String>,
     pub username: Option<String>,
     pub client_id: Option<String>,
+    /// Tool grants from `auth.tool_grants_claim` in tsidp's `/userinfo` (empty when off).
+    pub tool_grants: Vec<ClaimGrant>,
+}
+
+impl Principal {
+    /// The caller as the tool policy sees it.
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            sub: self.sub.as_deref(),
+            username: self.username.as_deref(),
+            client_id: self.client_id.as_deref(),
+            claim: &self.tool_grants,
+        }
+    }
 }
 
 /// Why a request was not authenticated. Status and metric reason come from one match.
@@ -125,7 +141,7 @@ impl AuthError {
 /// A cached introspection result.
 #[derive(Debug, Clone)]
 enum Verdict {
-    Active(Arc<Claims>),
+    Active(Arc<Claims>, Arc<Principal>),
     Inactive,
 }
 
@@ -151,7 +167,7 @@ impl Expiry<[u8; 32], Verdict> for VerdictExpiry {
         _now: std::time::Instant,
     ) -> Option<Duration> {
         Some(match v {
-            Verdict::Active(c) => active_ttl(self.max_ttl, c.exp, now_unix()),
+            Verdict::Active(c, _) => active_ttl(self.max_ttl, c.exp, now_unix()),
             Verdict::Inactive => self.negative,
         })
     }
@@ -190,6 +206,7 @@ pub struct Verifier {
     inactive_streak: AtomicU64,
     seen_active: AtomicBool,
     alarmed_at: std::sync::Mutex<Option<Instant>>,
+    metadata: Arc<AsMetadata>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -212,6 +229,7 @@ impl Verifier {
         http: reqwest::Client,
         secret: Secret,
         metrics: Arc<Metrics>,
+        metadata: Arc<AsMetadata>,
     ) -> Self {
         let cache = Cache::builder()
             .max_capacity(cfg.cache.capacity)
@@ -235,6 +253,7 @@ impl Verifier {
             inactive_streak: AtomicU64::new(0),
             seen_active: AtomicBool::new(false),
             alarmed_at: std::sync::Mutex::new(None),
+            metadata,
         }
     }
 
@@ -244,7 +263,7 @@ impl Verifier {
         token: &str,
         client: Option<IpAddr>,
         endpoint_url: &str,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Arc<Principal>, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let verdict = match self.cache.get(&key).await {
             Some(v) => {
@@ -263,16 +282,50 @@ impl Verifier {
                     })?
             }
         };
-        let claims = match verdict {
-            Verdict::Active(c) => c,
+        let (claims, principal) = match verdict {
+            Verdict::Active(c, p) => (c, p),
             Verdict::Inactive => return Err(AuthError::Inactive),
         };
         self.check(&claims, endpoint_url)?;
-        Ok(Principal {
-            sub: claims.sub.clone(),
-            username: claims.username.clone(),
-            client_id: claims.client_id.clone(),
-        })
+        Ok(principal)
+    }
+
+    /// The tool grants of an active token, when `auth.tool_grants_claim` is set: tsidp's
+    /// `userinfo_endpoint` (from its metadata; `<issuer>/userinfo` before it is known),
+    /// called with the user's token.
+    async fn tool_grants(&self, token: &str) -> Result<Vec<ClaimGrant>, MissError> {
+        let Some(claim) = self.cfg.tool_grants_claim.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let max = self.cfg.introspection.max_response_bytes;
+        let url = self
+            .metadata
+            .get(&self.http, max)
+            .await
+            .ok()
+            .and_then(|m| m.get("userinfo_endpoint")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{}/userinfo", self.issuer));
+        let res = tokio::time::timeout(
+            self.cfg.introspection.timeout,
+            super::userinfo::fetch_grants(&self.http, &url, token, claim, max),
+        )
+        .await;
+        match res {
+            Ok(Ok(g)) => {
+                self.metrics.userinfo.with_label_values(&["ok"]).inc();
+                Ok(g)
+            }
+            Ok(Err(e)) => {
+                self.metrics.userinfo.with_label_values(&["error"]).inc();
+                log::warn!("reading tool grants from {url} failed: {e}");
+                Err(MissError::Idp)
+            }
+            Err(_) => {
+                self.metrics.userinfo.with_label_values(&["timeout"]).inc();
+                log::warn!("reading tool grants from {url} timed out");
+                Err(MissError::Idp)
+            }
+        }
     }
 
     fn check(&self, c: &Claims, endpoint_url: &str) -> Result<(), AuthError> {
@@ -344,7 +397,6 @@ impl Verifier {
             ),
         )
         .await;
-        drop(permit);
         self.metrics
             .introspection_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -356,7 +408,15 @@ impl Verifier {
                     .inc();
                 self.seen_active.store(true, Ordering::Relaxed);
                 self.inactive_streak.store(0, Ordering::Relaxed);
-                Ok(Verdict::Active(Arc::new(claims)))
+                let tool_grants = self.tool_grants(token).await?;
+                drop(permit);
+                let principal = Principal {
+                    sub: claims.sub.clone(),
+                    username: claims.username.clone(),
+                    client_id: claims.client_id.clone(),
+                    tool_grants,
+                };
+                Ok(Verdict::Active(Arc::new(claims), Arc::new(principal)))
             }
             Ok(Ok(_)) => {
                 self.metrics

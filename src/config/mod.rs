@@ -10,9 +10,9 @@ mod units;
 pub mod validate;
 
 pub use validate::{
-    Acme, AcmeChallenge, Admin, Advertise, AudienceCheck, Auth, Config, Eab, Endpoint, Health,
-    IdentityHeaders, Limits, Log, LogFormat, Server, Socks5, Tailnet, TailnetMode, Timeouts, Tls,
-    TlsMode,
+    Acme, AcmeChallenge, Admin, Advertise, AudienceCheck, Audit, Auth, Config, Eab, Endpoint,
+    Health, IdentityHeaders, Limits, Log, LogFormat, Server, Socks5, Tailnet, TailnetMode,
+    Timeouts, Tls, TlsMode,
 };
 
 use std::fmt;

@@ -120,6 +120,7 @@ pub struct RawAuth {
     pub registration: Option<RawRegistration>,
     pub metadata_refresh: Option<DurationValue>,
     pub allow_loopback_idp: Option<bool>,
+    pub tool_grants_claim: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -213,6 +214,16 @@ pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
     pub access_log: Option<bool>,
+    pub audit: Option<RawAudit>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAudit {
+    pub enabled: Option<bool>,
+    pub arguments: Option<bool>,
+    pub redact: Option<Vec<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -236,6 +247,25 @@ pub struct RawEndpoint {
     pub upstream_token_file: Option<String>,
     pub timeouts: Option<RawTimeouts>,
     pub tls_verify: Option<bool>,
+    pub tools: Option<RawTools>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTools {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    pub grants: Option<Vec<RawGrant>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGrant {
+    pub users: Option<Vec<String>>,
+    pub clients: Option<Vec<String>>,
+    pub allow: Option<Vec<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

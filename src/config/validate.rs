@@ -8,6 +8,8 @@ use super::raw::*;
 use super::secrets::SecretSource;
 use super::units::{parse_duration, parse_size};
 use super::FieldError;
+use crate::mcp::glob::Glob;
+use crate::mcp::policy::{Grant, ToolPolicy};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -201,6 +203,8 @@ pub struct Auth {
     pub registration: Registration,
     pub metadata_refresh: Duration,
     pub allow_loopback_idp: bool,
+    /// The `/userinfo` claim that carries tool grants from the Tailscale policy file.
+    pub tool_grants_claim: Option<String>,
 }
 
 /// Default cap on how long an active introspection result is trusted (requirements #8).
@@ -328,6 +332,32 @@ pub struct Log {
     /// env_logger filter used when `RUST_LOG` is unset.
     pub level: String,
     pub access_log: bool,
+    pub audit: Audit,
+}
+
+/// Default keys whose values are redacted when tool arguments are audited.
+pub const DEFAULT_AUDIT_REDACT: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "private_key",
+];
+
+/// The audit log of tool calls (`log.audit`).
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub enabled: bool,
+    /// Log `tools/call` arguments (off by default).
+    pub arguments: bool,
+    /// Keys whose values are replaced by `[redacted]` in logged arguments, at any depth.
+    pub redact: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -361,6 +391,8 @@ pub struct Endpoint {
     pub upstream_token: Option<SecretSource>,
     pub timeouts: Timeouts,
     pub tls_verify: bool,
+    /// Which tools may be called, by whom (`tools`).
+    pub tools: ToolPolicy,
 }
 
 /// Collects errors while walking the raw config.
@@ -477,7 +509,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let limits = limits(&mut e, raw.limits.unwrap_or_default());
     let log = log(&mut e, raw.log.unwrap_or_default());
     let health = health(&mut e, raw.health.unwrap_or_default());
-    let endpoints = endpoints(&mut e, raw.endpoints.unwrap_or_default());
+    let endpoints = endpoints(&mut e, raw.endpoints.unwrap_or_default(), auth.is_some());
 
     if let (Some(admin_addr), listen) = (admin.listen, server.listen) {
         if admin_addr == listen {
@@ -874,9 +906,20 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
             "registration",
             "metadata_refresh",
             "allow_loopback_idp",
+            "tool_grants_claim",
         ],
     );
     let issuer = http_url(e, "auth.issuer", raw.issuer);
+    let tool_grants_claim = match raw.tool_grants_claim {
+        Some(c) if c.trim().is_empty() => {
+            e.add(
+                "auth.tool_grants_claim",
+                "must be a claim name such as mcp_tools",
+            );
+            None
+        }
+        other => other,
+    };
     let audience = http_url(e, "auth.audience", raw.audience);
     let introspection_url = http_url(e, "auth.introspection_url", raw.introspection_url);
     let resource_metadata_url = match raw.resource_metadata_url {
@@ -1092,6 +1135,7 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
         registration,
         metadata_refresh,
         allow_loopback_idp: raw.allow_loopback_idp.unwrap_or(false),
+        tool_grants_claim,
     })
 }
 
@@ -1413,7 +1457,29 @@ fn limits(e: &mut Errors, raw: RawLimits) -> Limits {
 }
 
 fn log(e: &mut Errors, raw: RawLog) -> Log {
-    e.unknown("log", &raw.unknown, &["format", "level", "access_log"]);
+    e.unknown(
+        "log",
+        &raw.unknown,
+        &["format", "level", "access_log", "audit"],
+    );
+    let a = raw.audit.unwrap_or_default();
+    e.unknown("log.audit", &a.unknown, &["enabled", "arguments", "redact"]);
+    let redact = match a.redact {
+        Some(keys) => {
+            for (i, k) in keys.iter().enumerate() {
+                if k.trim().is_empty() {
+                    e.add(format!("log.audit.redact[{i}]"), "must be a key name");
+                }
+            }
+            keys
+        }
+        None => DEFAULT_AUDIT_REDACT.iter().map(|k| k.to_string()).collect(),
+    };
+    let audit = Audit {
+        enabled: a.enabled.unwrap_or(true),
+        arguments: a.arguments.unwrap_or(false),
+        redact,
+    };
     let format = match raw.format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -1433,6 +1499,7 @@ fn log(e: &mut Errors, raw: RawLog) -> Log {
         format,
         level,
         access_log: raw.access_log.unwrap_or(true),
+        audit,
     }
 }
 
@@ -1489,7 +1556,7 @@ pub fn normalise_endpoint_path(path: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
-fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>) -> Vec<Endpoint> {
+fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) -> Vec<Endpoint> {
     if raw.is_empty() {
         e.add("endpoints", "at least one endpoint is required");
     }
@@ -1511,8 +1578,10 @@ fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>) -> Vec<Endpoint> {
                 "upstream_token_file",
                 "timeouts",
                 "tls_verify",
+                "tools",
             ],
         );
+        let tools = tools(e, &prefixed(&at, "tools"), ep.tools, auth_on);
         let path = match ep.path.as_deref() {
             None => {
                 e.add(prefixed(&at, "path"), "required");
@@ -1615,10 +1684,90 @@ fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>) -> Vec<Endpoint> {
                 upstream_token,
                 timeouts,
                 tls_verify: ep.tls_verify.unwrap_or(true),
+                tools,
             });
         }
     }
     out
+}
+
+/// Tool globs: non-empty strings.
+fn globs(e: &mut Errors, path: &str, raw: Vec<String>) -> Vec<Glob> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, g)| {
+            if g.trim().is_empty() {
+                e.add(
+                    format!("{path}[{i}]"),
+                    "must be a tool name or glob such as delete_*",
+                );
+                None
+            } else {
+                Some(Glob::new(g))
+            }
+        })
+        .collect()
+}
+
+/// `endpoints[].tools`: allow (default `["*"]`), deny, and per-identity grants. Grants need
+/// `auth`: without a token there is nobody to grant to.
+fn tools(e: &mut Errors, at: &str, raw: Option<RawTools>, auth_on: bool) -> ToolPolicy {
+    let Some(raw) = raw else {
+        return ToolPolicy::default();
+    };
+    e.unknown(at, &raw.unknown, &["allow", "deny", "grants"]);
+    let allow = match raw.allow {
+        Some(a) => globs(e, &prefixed(at, "allow"), a),
+        None => vec![Glob::new("*")],
+    };
+    let deny = globs(e, &prefixed(at, "deny"), raw.deny.unwrap_or_default());
+    let raw_grants = raw.grants.unwrap_or_default();
+    if !raw_grants.is_empty() && !auth_on {
+        e.add(
+            prefixed(at, "grants"),
+            "needs the auth section: grants name token identities, and this bridge has no tokens",
+        );
+    }
+    let mut grants = Vec::new();
+    for (i, g) in raw_grants.into_iter().enumerate() {
+        let gp = format!("{at}.grants[{i}]");
+        e.unknown(&gp, &g.unknown, &["users", "clients", "allow"]);
+        let users = g.users.unwrap_or_default();
+        let clients = g.clients.unwrap_or_default();
+        if users.is_empty() && clients.is_empty() {
+            e.add(
+                &gp,
+                "names nobody: give users (username or sub) or clients (client_id)",
+            );
+        }
+        for (field, list) in [("users", &users), ("clients", &clients)] {
+            for (j, v) in list.iter().enumerate() {
+                if v.trim().is_empty() {
+                    e.add(format!("{gp}.{field}[{j}]"), "must not be empty");
+                }
+            }
+        }
+        let allow = match g.allow {
+            Some(a) if !a.is_empty() => globs(e, &prefixed(&gp, "allow"), a),
+            _ => {
+                e.add(
+                    prefixed(&gp, "allow"),
+                    "required: the tools this grant adds",
+                );
+                Vec::new()
+            }
+        };
+        grants.push(Grant {
+            users,
+            clients,
+            allow,
+        });
+    }
+    ToolPolicy {
+        allow,
+        deny,
+        grants,
+    }
 }
 
 type Target = (Url, String, u16, bool, String);

@@ -209,6 +209,15 @@ impl Exchange {
         filtering && !matches!(self.reader, Reader::Off)
     }
 
+    /// The response cannot be filtered (it is compressed): swallow it and answer the
+    /// `tools/list` requests with an error at its end. Call after [`Self::on_response_head`].
+    pub fn force_filter_failure(&mut self) {
+        self.reader = Reader::Json {
+            buf: Vec::new(),
+            over: true,
+        };
+    }
+
     /// A response body chunk (or the end). Returns the bytes to send instead of `chunk`, or
     /// `None` to send `chunk` as it is.
     pub fn on_body(
@@ -226,7 +235,9 @@ impl Exchange {
                 None
             }
             Reader::Json { buf, over } => {
-                if !*over {
+                if *over {
+                    buf.clear();
+                } else {
                     if buf.len() + data.len() > MAX_INSPECTED {
                         *over = true;
                         buf.clear();

@@ -325,6 +325,7 @@ impl<'a> KeySet<'a> {
     const FEW: usize = 16;
 
     /// Add `key` (borrowed keys are not copied); false when it was already there.
+    #[allow(clippy::ptr_arg)] // the Cow is cloned, which keeps borrowed keys borrowed
     fn insert(&mut self, key: &Cow<'a, str>) -> bool {
         if let Some(set) = &mut self.many {
             return set.insert(key.clone());
@@ -340,8 +341,11 @@ impl<'a> KeySet<'a> {
     }
 }
 
+/// One object member: its key and its value's bytes.
+pub type Member<'a> = (Cow<'a, str>, &'a [u8]);
+
 /// The members of the object spanning `raw` (validated), as (key, value bytes).
-pub fn members(raw: &[u8]) -> Result<Vec<(Cow<'_, str>, &[u8])>, JsonError> {
+pub fn members(raw: &[u8]) -> Result<Vec<Member<'_>>, JsonError> {
     let mut out = Vec::new();
     let mut s = Scanner::new(raw);
     s.object(|s, k| {

@@ -443,7 +443,13 @@ mod tests {
         .unwrap();
         let list = classify(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, false).unwrap();
         let b = |s: &'static str| Some(s.as_bytes());
-        let cases: &[(&Inbound, Option<&[u8]>, Option<&[u8]>, Option<&str>)] = &[
+        type Case<'a> = (
+            &'a Inbound,
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            Option<&'a str>,
+        );
+        let cases: &[Case] = &[
             (&call, b("tools/call"), b("echo"), None),
             (&call, b("tools/call"), b("=?base64?ZWNobw==?="), None),
             (&call, b("tools/call"), b("delete_note"), Some("Mcp-Name")),

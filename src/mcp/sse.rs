@@ -187,7 +187,8 @@ mod tests {
     #[test]
     fn sse_table() {
         let d = |s: &str| Some(s.to_string());
-        let cases: &[(&[&[u8]], Vec<(Option<String>, u64)>)] = &[
+        type Case<'a> = (&'a [&'a [u8]], Vec<(Option<String>, u64)>);
+        let cases: &[Case] = &[
             (&[b"data: a\n\n"], vec![(d("a"), 9)]),
             (
                 &[b"event: message\ndata: {\"x\":1}\n\n"],

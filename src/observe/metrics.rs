@@ -47,6 +47,9 @@ pub struct Metrics {
     pub acme_renewals: IntCounterVec,
     pub acme_next_renewal: IntGauge,
     pub tls_handshake_failures: IntCounterVec,
+    pub mcp_requests: IntCounterVec,
+    pub mcp_request_seconds: HistogramVec,
+    pub userinfo: IntCounterVec,
 }
 
 /// TLS handshake failures are reported by pingora's accept loop through the log; the logger
@@ -236,6 +239,33 @@ impl Metrics {
         registry.register(Box::new(acme_next_renewal.clone()))?;
         registry.register(Box::new(tls_handshake_failures.clone()))?;
         let _ = HANDSHAKE_FAILURES.set(tls_handshake_failures.clone());
+        let mcp_requests = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_mcp_requests_total",
+                "JSON-RPC messages POSTed to MCP endpoints, by endpoint, method, tool (tools/call \
+                 only: names the upstream listed, else _other) and outcome.",
+            ),
+            &["endpoint", "method", "tool", "outcome"],
+        )?;
+        let mcp_request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tailbridge_mcp_request_duration_seconds",
+                "Time from a JSON-RPC request until its response reached the client (streams \
+                 included).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["endpoint", "method", "tool"],
+        )?;
+        let userinfo = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_userinfo_requests_total",
+                "Calls to tsidp's userinfo endpoint for tool grants, by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(mcp_requests.clone()))?;
+        registry.register(Box::new(mcp_request_seconds.clone()))?;
+        registry.register(Box::new(userinfo.clone()))?;
         for m in [
             &introspections,
             &token_cache,
@@ -287,11 +317,22 @@ impl Metrics {
             acme_renewals,
             acme_next_renewal,
             tls_handshake_failures,
+            mcp_requests,
+            mcp_request_seconds,
+            userinfo,
         })
     }
 
     /// Pre-create the per-endpoint series so that dashboards show zeros, not gaps.
     pub fn init_endpoint(&self, endpoint: &str) {
+        for outcome in crate::mcp::exchange::Outcome::ALL {
+            self.mcp_requests.with_label_values(&[
+                endpoint,
+                "tools/call",
+                crate::mcp::OTHER_TOOL,
+                outcome.as_str(),
+            ]);
+        }
         for reason in ["resolve", "timeout", "refused", "unavailable"] {
             self.upstream_connect_errors
                 .with_label_values(&[endpoint, reason]);

@@ -1,8 +1,10 @@
 //! Per-request state shared across the proxy phases.
 
+use super::mcp::McpRefusal;
 use super::respond::Rejection;
 use super::watchdog::FirstByteWatchdog;
 use crate::auth::{AuthError, Principal};
+use crate::mcp::exchange::Exchange;
 use std::time::Instant;
 
 /// What the phases learn about one request.
@@ -27,10 +29,16 @@ pub struct Ctx {
     /// Set for `/token`: the request goes to tsidp at this path.
     pub idp_path: Option<String>,
     /// The authenticated identity, when auth is on.
-    pub principal: Option<Principal>,
+    pub principal: Option<std::sync::Arc<Principal>>,
     pub auth_error: Option<AuthError>,
     /// Metric/log label for requests answered by a built-in OAuth route.
     pub label: Option<&'static str>,
+    /// The JSON-RPC exchange of a POST to an MCP endpoint.
+    pub mcp: Option<Exchange>,
+    /// Set when the MCP layer answered the POST itself.
+    pub mcp_refusal: Option<McpRefusal>,
+    /// Request body bytes the MCP layer read before forwarding.
+    pub body_read: u64,
 }
 
 impl Default for Ctx {
@@ -50,6 +58,9 @@ impl Default for Ctx {
             principal: None,
             auth_error: None,
             label: None,
+            mcp: None,
+            mcp_refusal: None,
+            body_read: 0,
         }
     }
 }

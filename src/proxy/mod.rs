@@ -7,9 +7,13 @@
 //! 2. built-in routes: `/healthz`, `/readyz`, `/livez`
 //! 3. route: normalise the path, longest segment-prefix match (400, 404)
 //! 4. method (405), origin (403), declared body size (413)
+//! 5. authenticate (401, 403, 429, 503)
+//! 6. MCP: read a POST body, check mirrored headers (400) and the tool policy (a JSON-RPC
+//!    error answered here); see [`mcp`]
 
 pub mod ctx;
 pub mod headers;
+mod mcp;
 mod oauth;
 pub mod respond;
 pub mod router;
@@ -45,6 +49,8 @@ struct Route {
     ep: Endpoint,
     peer: HttpPeer,
     upstream_token: Option<Secret>,
+    /// The MCP layer of this endpoint: tool policy and tool-name labels.
+    tools: crate::mcp::EndpointTools,
 }
 
 /// The proxy: routing table, endpoints and shared services.
@@ -67,6 +73,7 @@ pub struct Bridge {
     draining: Arc<std::sync::atomic::AtomicBool>,
     access_log: bool,
     log_format: crate::config::LogFormat,
+    audit: crate::config::Audit,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 }
@@ -103,6 +110,7 @@ impl Bridge {
             metrics.init_endpoint(&ep.name);
             routes.push(Route {
                 peer: peer_for(ep, index, connector.clone(), metrics.clone()),
+                tools: crate::mcp::EndpointTools::new(ep.tools.clone()),
                 ep: ep.clone(),
                 upstream_token,
             });
@@ -147,6 +155,7 @@ impl Bridge {
                         idle: Duration::from_secs(30),
                     },
                     tls_verify: true,
+                    tools: crate::mcp::policy::ToolPolicy::default(),
                 };
                 (
                     Some(peer_for(
@@ -200,6 +209,7 @@ impl Bridge {
             draining: Arc::default(),
             access_log: config.log.access_log,
             log_format: config.log.format,
+            audit: config.log.audit.clone(),
             health,
             metrics,
         })
@@ -456,6 +466,9 @@ impl ProxyHttp for Bridge {
         if let Some(done) = self.authenticate(session, ctx).await {
             return done;
         }
+        if let Some(done) = self.inspect(session, ctx).await {
+            return done;
+        }
         Ok(false)
     }
 
@@ -550,7 +563,7 @@ impl ProxyHttp for Bridge {
                 }
             }
         }
-        Ok(())
+        self.mcp_upstream_request(upstream, ctx)
     }
 
     fn error_while_proxy(
@@ -607,16 +620,17 @@ impl ProxyHttp for Bridge {
                 .with_label_values(&[self.endpoint_label(ctx)])
                 .inc();
         }
-        Ok(())
+        self.mcp_response(session, resp, ctx)
     }
 
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<Option<Duration>> {
+        self.mcp_response_body(body, end_of_stream, ctx);
         if let Some(b) = body {
             ctx.bytes_out += b.len() as u64;
         }
@@ -722,6 +736,8 @@ impl ProxyHttp for Bridge {
             .unwrap_or(ctx.status);
         let method = method_label(&req.method);
         let elapsed = ctx.started.elapsed();
+        let client_gone = e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
+        self.mcp_account(session, ctx, status, client_gone);
         if ctx.builtin.is_none() {
             self.metrics
                 .requests
@@ -757,7 +773,11 @@ impl ProxyHttp for Bridge {
         if self.access_log {
             let upstream = match (ctx.endpoint, &ctx.idp_path) {
                 (_, Some(_)) => self.idp_authority.as_str(),
-                (Some(i), None) if ctx.rejection.is_none() && ctx.auth_error.is_none() => {
+                (Some(i), None)
+                    if ctx.rejection.is_none()
+                        && ctx.auth_error.is_none()
+                        && ctx.mcp_refusal.is_none() =>
+                {
                     self.routes[i].ep.authority.as_str()
                 }
                 _ => "-",
@@ -779,7 +799,8 @@ impl ProxyHttp for Bridge {
                 reason: ctx
                     .rejection
                     .map(Rejection::reason)
-                    .or(ctx.auth_error.map(|e| e.reason())),
+                    .or(ctx.auth_error.map(|e| e.reason()))
+                    .or(ctx.mcp_refusal.map(mcp::McpRefusal::reason)),
                 sub: ctx.principal.as_ref().and_then(|p| p.sub.as_deref()),
                 client_id: ctx.principal.as_ref().and_then(|p| p.client_id.as_deref()),
             }

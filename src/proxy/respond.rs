@@ -15,6 +15,8 @@ pub enum Rejection {
     MethodNotAllowed,
     OriginForbidden,
     BodyTooLarge,
+    BodyNotInspectable,
+    EncodingNotInspectable,
     HeadersTooLarge,
     UpstreamUnreachable,
     UpstreamTimeout,
@@ -23,13 +25,15 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, for pre-creating metric series.
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 12] = [
         Rejection::BadPath,
         Rejection::NotFound,
         Rejection::EndpointDisabled,
         Rejection::MethodNotAllowed,
         Rejection::OriginForbidden,
         Rejection::BodyTooLarge,
+        Rejection::BodyNotInspectable,
+        Rejection::EncodingNotInspectable,
         Rejection::HeadersTooLarge,
         Rejection::UpstreamUnreachable,
         Rejection::UpstreamTimeout,
@@ -42,7 +46,8 @@ impl Rejection {
             Rejection::NotFound | Rejection::EndpointDisabled => 404,
             Rejection::MethodNotAllowed => 405,
             Rejection::OriginForbidden => 403,
-            Rejection::BodyTooLarge => 413,
+            Rejection::BodyTooLarge | Rejection::BodyNotInspectable => 413,
+            Rejection::EncodingNotInspectable => 415,
             Rejection::HeadersTooLarge => 431,
             Rejection::UpstreamUnreachable | Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
@@ -58,6 +63,8 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::OriginForbidden => "origin_forbidden",
             Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BodyNotInspectable => "body_not_inspectable",
+            Rejection::EncodingNotInspectable => "encoding_not_inspectable",
             Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::UpstreamUnreachable => "upstream_unreachable",
             Rejection::UpstreamTimeout => "upstream_timeout",
@@ -73,6 +80,12 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method not allowed on an MCP endpoint",
             Rejection::OriginForbidden => "origin not allowed",
             Rejection::BodyTooLarge => "request body too large",
+            Rejection::BodyNotInspectable => {
+                "this endpoint's tool policy inspects request bodies of up to 64 KiB; this one is larger"
+            }
+            Rejection::EncodingNotInspectable => {
+                "this endpoint's tool policy cannot inspect content-encoded request bodies; send them uncompressed"
+            }
             Rejection::HeadersTooLarge => "request headers too large",
             Rejection::UpstreamUnreachable => "the upstream MCP server cannot be reached",
             Rejection::UpstreamTimeout => "the upstream MCP server did not answer in time",

@@ -1,0 +1,397 @@
+//! Where the proxy phases meet the MCP layer ([`crate::mcp`]). Each function here is one
+//! phase's call; the decisions are the layer's.
+//!
+//! - `request_filter` ([`Bridge::inspect`]): a POST body is read before any byte goes
+//!   upstream (bounded; Pingora replays it to the upstream unchanged), read as JSON-RPC,
+//!   checked against the 2026-07-28 mirrored headers and the tool policy, and either
+//!   forwarded or answered here.
+//! - `upstream_request_filter` ([`Bridge::mcp_upstream_request`]): while a policy is in
+//!   force, ask for uncompressed responses (a `tools/list` result must be readable).
+//! - `response_filter` / `response_body_filter`: the response head and body pass through
+//!   the exchange, which records outcomes and rewrites only a `tools/list` result.
+//! - `logging` ([`Bridge::mcp_account`]): metrics and audit lines.
+
+use super::ctx::Ctx;
+use super::respond::{self, Rejection};
+use super::Bridge;
+use crate::mcp::audit::{self, AuditRecord};
+use crate::mcp::exchange::{Exchange, Outcome};
+use crate::mcp::jsonrpc;
+use crate::mcp::policy::Scope;
+use crate::mcp::{self as layer, Judgement};
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The largest request body Pingora can replay to the upstream after the bridge read it
+/// (its retry buffer). Larger bodies stream through uninspected, or are refused while a
+/// policy is in force.
+pub const REPLAY_LIMIT: u64 = 64 << 10;
+
+/// Why the layer answered a POST itself (the access log's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpRefusal {
+    ToolDenied,
+    HeaderMismatch,
+    Unreadable,
+}
+
+impl McpRefusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            McpRefusal::ToolDenied => "tool_denied",
+            McpRefusal::HeaderMismatch => "header_mismatch",
+            McpRefusal::Unreadable => "unreadable_body",
+        }
+    }
+}
+
+fn header<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
+    session.req_header().headers.get(name).map(|v| v.as_bytes())
+}
+
+fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    header(session, name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+impl Bridge {
+    /// Request step 6: read and judge a POST to an MCP endpoint. `None`: forward it.
+    pub(super) async fn inspect(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Option<pingora::Result<bool>> {
+        if session.req_header().method != http::Method::POST {
+            return None;
+        }
+        let i = ctx.endpoint?;
+        let tools = &self.routes[i].tools;
+        let enforce = tools.in_force;
+        let declared =
+            header_str(session, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let encoded = header_str(session, "content-encoding")
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
+        let limit = REPLAY_LIMIT.min(self.max_request_body);
+        let readable = match declared {
+            Some(n) => n <= limit,
+            // chunked: readable only while a policy asks for it (it is refused past the limit)
+            None => enforce,
+        };
+        if encoded || !readable {
+            if enforce {
+                let why = if encoded {
+                    Rejection::EncodingNotInspectable
+                } else {
+                    Rejection::BodyNotInspectable
+                };
+                return Some(self.refuse(session, ctx, why).await);
+            }
+            ctx.mcp = Some(Exchange::unparsed(ctx.started));
+            return None;
+        }
+        session.enable_retry_buffering();
+        let mut body = Vec::with_capacity(declared.unwrap_or(1024) as usize);
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(b)) => {
+                    if (body.len() + b.len()) as u64 > limit {
+                        let why = if (body.len() + b.len()) as u64 > self.max_request_body {
+                            Rejection::BodyTooLarge
+                        } else {
+                            Rejection::BodyNotInspectable
+                        };
+                        return Some(self.refuse(session, ctx, why).await);
+                    }
+                    body.extend_from_slice(&b);
+                }
+                Ok(None) => break,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        ctx.body_read = body.len() as u64;
+        let keep_arguments = self.audit.enabled && self.audit.arguments;
+        let inbound = match jsonrpc::classify(&body, keep_arguments) {
+            Ok(inbound) => inbound,
+            Err(why) => {
+                let mut x = Exchange::unparsed(ctx.started);
+                if enforce {
+                    x.calls[0].outcome = Some(Outcome::Denied);
+                    ctx.mcp = Some(x);
+                    let answer = layer::unreadable_answer(&why);
+                    return Some(
+                        self.answer(session, ctx, 400, &answer, McpRefusal::Unreadable)
+                            .await,
+                    );
+                }
+                ctx.mcp = Some(x);
+                return None;
+            }
+        };
+        if layer::mirrors_headers(header_str(session, "mcp-protocol-version")) {
+            if let Err(why) = layer::check_mirrored(
+                &inbound,
+                header(session, "mcp-method"),
+                header(session, "mcp-name"),
+            ) {
+                let answer = layer::mismatch_answer(&inbound, &why);
+                let mut x = Exchange::new(inbound, ctx.started);
+                x.calls
+                    .iter_mut()
+                    .for_each(|c| c.outcome = Some(Outcome::Error));
+                ctx.mcp = Some(x);
+                return Some(
+                    self.answer(session, ctx, 400, &answer, McpRefusal::HeaderMismatch)
+                        .await,
+                );
+            }
+        }
+        let judgement = if enforce {
+            let route = &self.routes[i];
+            let scope = Scope {
+                name: &route.ep.name,
+                path: &route.ep.path,
+            };
+            let caller = ctx
+                .principal
+                .as_deref()
+                .map(|p| p.caller())
+                .unwrap_or_default();
+            layer::judge(&inbound, &tools.policy, scope, &caller)
+        } else {
+            Judgement::Forward
+        };
+        let mut x = Exchange::new(inbound, ctx.started);
+        match judgement {
+            Judgement::Forward => {
+                ctx.mcp = Some(x);
+                None
+            }
+            Judgement::Refuse { answer, .. } => {
+                // Nothing of a refused POST reaches the upstream (a batch is refused whole).
+                x.calls
+                    .iter_mut()
+                    .for_each(|c| c.outcome = Some(Outcome::Denied));
+                ctx.mcp = Some(x);
+                Some(match answer {
+                    Some(a) => {
+                        self.answer(session, ctx, 200, &a, McpRefusal::ToolDenied)
+                            .await
+                    }
+                    None => self.accepted(session, ctx).await,
+                })
+            }
+        }
+    }
+
+    /// Write a JSON-RPC answer in the form the client accepts.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        answer: &serde_json::Value,
+        why: McpRefusal,
+    ) -> pingora::Result<bool> {
+        let sse = layer::wants_sse(header_str(session, "accept"));
+        let (content_type, body) = layer::render_answer(answer, sse);
+        ctx.status = status;
+        ctx.mcp_refusal = Some(why);
+        ctx.bytes_in = ctx.body_read;
+        ctx.bytes_out = body.len() as u64;
+        let out = body.len() as u64;
+        if let Some(x) = ctx.mcp.as_mut() {
+            let now = Instant::now();
+            for c in &mut x.calls {
+                c.answered_at = Some(now);
+                c.bytes_out = out;
+            }
+        }
+        respond::send(
+            session,
+            status,
+            content_type,
+            &[],
+            Bytes::from(body),
+            self.hsts(),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// 202 for a refused POST that carried only notifications.
+    async fn accepted(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.status = 202;
+        ctx.mcp_refusal = Some(McpRefusal::ToolDenied);
+        ctx.bytes_in = ctx.body_read;
+        respond::send(
+            session,
+            202,
+            "application/json",
+            &[],
+            Bytes::new(),
+            self.hsts(),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// While a policy is in force, ask the upstream for uncompressed responses.
+    pub(super) fn mcp_upstream_request(
+        &self,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &Ctx,
+    ) -> pingora::Result<()> {
+        let enforce = ctx.endpoint.is_some_and(|i| self.routes[i].tools.in_force);
+        if enforce && ctx.mcp.is_some() {
+            upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        }
+        Ok(())
+    }
+
+    /// The response head: choose how the exchange reads the body, and drop
+    /// `Content-Length` when a `tools/list` result may be rewritten.
+    pub(super) fn mcp_response(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let (Some(x), Some(i)) = (ctx.mcp.as_mut(), ctx.endpoint) else {
+            return Ok(());
+        };
+        let filter = self.routes[i].tools.in_force && x.lists_tools();
+        let encoded = resp
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
+        let content_type = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let rewrite = if filter && encoded {
+            // A compressed list cannot be filtered: it is replaced by an error (fail closed).
+            x.on_response_head(Some("application/json"), true);
+            x.force_filter_failure();
+            resp.remove_header(&http::header::CONTENT_ENCODING);
+            resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+            true
+        } else {
+            x.on_response_head(content_type, filter)
+        };
+        if rewrite {
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            if !session.as_ref().is_http2() {
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A response body chunk through the exchange.
+    pub(super) fn mcp_response_body(&self, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) {
+        let (Some(x), Some(i)) = (ctx.mcp.as_mut(), ctx.endpoint) else {
+            return;
+        };
+        let route = &self.routes[i];
+        let scope = Scope {
+            name: &route.ep.name,
+            path: &route.ep.path,
+        };
+        let caller = ctx
+            .principal
+            .as_deref()
+            .map(|p| p.caller())
+            .unwrap_or_default();
+        let policy = &route.tools.policy;
+        let keep = |t: &str| policy.allows(scope, t, &caller);
+        if let Some(new) = x.on_body(body.as_ref(), end, Instant::now(), &keep) {
+            *body = Some(new);
+        }
+        if !x.listed.is_empty() {
+            route.tools.labels.learn(&std::mem::take(&mut x.listed));
+        }
+    }
+
+    /// Logging: one metric sample per message, one audit line per `tools/call`.
+    pub(super) fn mcp_account(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        status: u16,
+        client_gone: bool,
+    ) {
+        let (Some(mut x), Some(i)) = (ctx.mcp.take(), ctx.endpoint) else {
+            return;
+        };
+        let now = Instant::now();
+        x.finish(status, client_gone, now);
+        let route = &self.routes[i];
+        let endpoint = route.ep.name.as_str();
+        let audit_on =
+            self.audit.enabled && log::log_enabled!(target: audit::TARGET, log::Level::Info);
+        let p = ctx.principal.as_deref();
+        for c in &x.calls {
+            let outcome = c.outcome.unwrap_or(Outcome::Unanswered);
+            let is_call = c.method == "tools/call";
+            let tool = if is_call {
+                route.tools.labels.label(c.tool.as_deref())
+            } else {
+                std::sync::Arc::from("")
+            };
+            self.metrics
+                .mcp_requests
+                .with_label_values(&[endpoint, c.method, &tool, outcome.as_str()])
+                .inc();
+            let took = c
+                .answered_at
+                .unwrap_or(now)
+                .saturating_duration_since(x.started);
+            if c.id.is_some() {
+                self.metrics
+                    .mcp_request_seconds
+                    .with_label_values(&[endpoint, c.method, &tool])
+                    .observe(took.as_secs_f64());
+            }
+            if is_call && audit_on {
+                let started = SystemTime::now()
+                    .checked_sub(now.saturating_duration_since(x.started))
+                    .unwrap_or_else(SystemTime::now);
+                AuditRecord {
+                    ts: audit::rfc3339_millis(
+                        started
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .unwrap_or(Duration::ZERO)
+                            .as_millis(),
+                    ),
+                    event: "tools/call",
+                    endpoint,
+                    sub: p.and_then(|p| p.sub.as_deref()),
+                    username: p.and_then(|p| p.username.as_deref()),
+                    client_id: p.and_then(|p| p.client_id.as_deref()),
+                    client_ip: session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip().to_string()),
+                    session: header_str(session, "mcp-session-id").map(audit::session_hash),
+                    jsonrpc_id: c
+                        .id
+                        .as_ref()
+                        .map(|id| id.to_value())
+                        .unwrap_or(serde_json::Value::Null),
+                    tool: audit::tool_for_log(c.tool.as_deref().unwrap_or_default()),
+                    outcome: outcome.as_str(),
+                    duration_ms: (took.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                    bytes_in: ctx.bytes_in.max(ctx.body_read),
+                    bytes_out: c.bytes_out,
+                    arguments: c
+                        .arguments
+                        .as_deref()
+                        .map(|a| audit::redact_arguments(a, &self.audit.redact)),
+                }
+                .emit();
+            }
+        }
+    }
+}
