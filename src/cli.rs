@@ -113,8 +113,52 @@ pub fn summary(config: &Config) -> String {
                 format!("  ({})", ep.description)
             }
         ));
+        s.push_str(&format!("    tools: {}\n", tool_policy_line(&ep.tools)));
+        for g in &ep.tools.grants {
+            s.push_str(&format!("    {}\n", grant_line(g)));
+        }
+    }
+    if let Some(claim) = config
+        .auth
+        .as_ref()
+        .and_then(|a| a.tool_grants_claim.as_deref())
+    {
+        s.push_str(&format!(
+            "tool grants also from the `{claim}` claim of tsidp's /userinfo\n"
+        ));
     }
     s
+}
+
+fn globs(g: &[crate::mcp::glob::Glob]) -> String {
+    let v: Vec<&str> = g.iter().map(|g| g.as_str()).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// One line for an endpoint's effective tool policy.
+pub fn tool_policy_line(p: &crate::mcp::policy::ToolPolicy) -> String {
+    let mode = if p.in_force() {
+        "enforced"
+    } else {
+        "not enforced: every tool allowed, calls counted and audited"
+    };
+    format!(
+        "allow {} deny {} grants {} ({mode})",
+        globs(&p.allow),
+        globs(&p.deny),
+        p.grants.len()
+    )
+}
+
+fn grant_line(g: &crate::mcp::policy::Grant) -> String {
+    let mut who = Vec::new();
+    if !g.users.is_empty() {
+        who.push(format!("users [{}]", g.users.join(", ")));
+    }
+    if !g.clients.is_empty() {
+        who.push(format!("clients [{}]", g.clients.join(", ")));
+    }
+    format!("grant {} also allow {}", who.join(" and "), globs(&g.allow))
 }
 
 /// Problems that would stop `run` at start although the config is well-formed: `check`

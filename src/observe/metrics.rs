@@ -333,6 +333,11 @@ impl Metrics {
                 outcome.as_str(),
             ]);
         }
+        self.mcp_request_seconds.with_label_values(&[
+            endpoint,
+            "tools/call",
+            crate::mcp::OTHER_TOOL,
+        ]);
         for reason in ["resolve", "timeout", "refused", "unavailable"] {
             self.upstream_connect_errors
                 .with_label_values(&[endpoint, reason]);
@@ -371,6 +376,9 @@ impl Metrics {
         }
         for o in ["ok", "error"] {
             self.idp_metadata.with_label_values(&[o]);
+        }
+        for r in ["ok", "error", "timeout"] {
+            self.userinfo.with_label_values(&[r]);
         }
         for r in reasons {
             self.auth_rejections.with_label_values(&[r]);

@@ -31,6 +31,11 @@ pub struct IdpState {
     pub introspect_delay_ms: AtomicU64,
     /// token → introspection answer; unknown tokens are inactive.
     pub tokens: Mutex<HashMap<String, Value>>,
+    /// token → `/userinfo` document (tsidp returns policy-file `extraClaims` there).
+    pub userinfo: Mutex<HashMap<String, Value>>,
+    pub userinfo_calls: AtomicUsize,
+    /// Answer 503 to `/userinfo` while set.
+    pub userinfo_down: AtomicBool,
     /// What /token and /register received: (headers, body).
     pub last_token_request: Mutex<Option<(HashMap<String, String>, Bytes)>>,
 }
@@ -91,6 +96,15 @@ impl Idp {
             .insert(token.to_string(), answer);
     }
 
+    /// What `/userinfo` answers for `token`.
+    pub fn set_userinfo(&self, token: &str, doc: Value) {
+        self.state
+            .userinfo
+            .lock()
+            .unwrap()
+            .insert(token.to_string(), doc);
+    }
+
     pub fn introspections(&self) -> usize {
         self.state.introspections.load(Ordering::SeqCst)
     }
@@ -136,6 +150,7 @@ async fn handle(
                     "token_endpoint": format!("{issuer}/token"),
                     "registration_endpoint": format!("{issuer}/register"),
                     "introspection_endpoint": format!("{issuer}/introspect"),
+                    "userinfo_endpoint": format!("{issuer}/userinfo"),
                     "response_types_supported": ["code"],
                     "grant_types_supported": ["authorization_code", "refresh_token"],
                     "code_challenge_methods_supported": ["plain", "S256"],
@@ -166,6 +181,20 @@ async fn handle(
                 .cloned()
                 .unwrap_or(json!({"active": false}));
             reply(200, answer)
+        }
+        "/userinfo" => {
+            st.userinfo_calls.fetch_add(1, Ordering::SeqCst);
+            if st.userinfo_down.load(Ordering::SeqCst) {
+                return reply(503, json!({"error": "temporarily_unavailable"}));
+            }
+            let token = headers
+                .get("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            match st.userinfo.lock().unwrap().get(token) {
+                Some(doc) => reply(200, doc.clone()),
+                None => reply(401, json!({"error": "invalid_token"})),
+            }
         }
         "/token" => {
             st.tokens_calls.fetch_add(1, Ordering::SeqCst);

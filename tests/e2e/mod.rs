@@ -16,7 +16,7 @@ fn e2e_dir() -> PathBuf {
 }
 
 /// A node process killed on drop.
-pub(crate) struct Node(std::process::Child);
+pub(crate) struct Node(pub(crate) std::process::Child);
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -54,6 +54,31 @@ pub(crate) fn start_sdk_server() -> (Node, u16) {
 
 fn run_node(args: Vec<String>) -> std::process::Output {
     Command::new("node").args(args).output().unwrap()
+}
+
+/// Run a client script from tests/e2e against `url`; its JSON summary, or `Err` with its
+/// output when it failed.
+pub(crate) async fn run_client_script(
+    script: &'static str,
+    url: String,
+) -> Result<serde_json::Value, String> {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(e2e_dir().join(script))
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(serde_json::from_str(stdout.trim()).unwrap())
 }
 
 /// Run the SDK client (client.mjs) against `url` with extra environment; its JSON summary,

@@ -9,7 +9,7 @@ import { z } from "zod";
 
 const port = Number(process.env.PORT || 0);
 const transports = new Map();
-const stats = { posts: 0, gets: 0, deletes: 0, hosts: [], authorization: [], origins: [] };
+const stats = { posts: 0, gets: 0, deletes: 0, hosts: [], authorization: [], origins: [], calls: [] };
 
 function newServer() {
   const server = new McpServer({ name: "e2e-upstream", version: "1.0.0" });
@@ -20,6 +20,7 @@ function newServer() {
       inputSchema: { n: z.number().int().min(1).max(50) },
     },
     async ({ n }, extra) => {
+      stats.calls.push("count");
       const token = extra._meta?.progressToken;
       for (let i = 1; i <= n; i++) {
         if (token !== undefined) {
@@ -36,7 +37,10 @@ function newServer() {
   server.registerTool(
     "echo",
     { description: "Echoes its input", inputSchema: { text: z.string() } },
-    async ({ text }) => ({ content: [{ type: "text", text }] }),
+    async ({ text }) => {
+      stats.calls.push("echo");
+      return { content: [{ type: "text", text }] };
+    },
   );
   return server;
 }
