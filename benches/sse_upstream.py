@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Upstream for the SSE fan-out benchmark: every GET opens an event stream that sends one
 event per second, each carrying the time it was written (ns since the epoch), so the client
-can measure how long an event takes to arrive. Usage: sse_upstream.py PORT"""
+can measure how long an event takes to arrive. A POST (an MCP tools/call or tools/list)
+gets the same stream with each event shaped as a JSON-RPC progress notification, so the
+MCP layer reads every event as it would a real tool's. Usage: sse_upstream.py PORT"""
 import asyncio
 import sys
 import time
@@ -13,15 +15,24 @@ async def handle(reader, writer):
             line = await reader.readline()
             if not line:
                 return
-            # Read the request head.
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
+            # Read the request head (and a POST's body).
+            length = 0
+            while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                if h.lower().startswith(b"content-length:"):
+                    length = int(h.split(b":")[1])
+            if length:
+                await reader.readexactly(length)
+            post = line.startswith(b"POST")
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                 b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
             )
             while True:
-                data = f"data: {time.time_ns()}\n\n".encode()
+                if post:
+                    data = ('event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress",'
+                            f'"params":{{"progressToken":1,"progress":{time.time_ns()}}}}}\n\n').encode()
+                else:
+                    data = f"data: {time.time_ns()}\n\n".encode()
                 writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 await writer.drain()
                 await asyncio.sleep(1)

@@ -164,6 +164,10 @@ impl<'a> Scanner<'a> {
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
         let h = self.b.get(self.i..self.i + 4).ok_or(self.err())?;
+        // Exactly four hex digits (`from_str_radix` alone would take a sign).
+        if !h.iter().all(u8::is_ascii_hexdigit) {
+            return Err(self.err());
+        }
         let s = std::str::from_utf8(h).map_err(|_| self.err())?;
         let v = u32::from_str_radix(s, 16).map_err(|_| self.err())?;
         self.i += 4;
@@ -395,6 +399,7 @@ mod tests {
             (r#"{"a":"\ud800"}"#, "lone high surrogate"),
             (r#"{"a":"\udc00"}"#, "lone low surrogate"),
             (r#"{"a":"\x"}"#, "bad escape"),
+            (r#"{"a":"\u+00e"}"#, "signed unicode escape"),
             ("{\"a\":\"\u{1}\"}", "control char"),
             (r#"{"a":1,"a":2}"#, "duplicate"),
             (r#"{"a":1,"\u0061":2}"#, "escaped duplicate"),
@@ -422,5 +427,89 @@ mod tests {
         assert_eq!(m[1].1, b"7");
         assert_eq!(kind(m[2].1), Kind::Object);
         assert_eq!(as_str(b"5"), None);
+    }
+}
+
+/// Properties over many generated inputs (a deterministic PRNG, so failures reproduce).
+#[cfg(test)]
+mod properties {
+    use super::*;
+
+    /// xorshift64*: small, deterministic.
+    pub(crate) struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    const SEEDS: &[&str] = &[
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"h\u00e9llo","n":[1,2.5e3,-0.5,true,null]}}}"#,
+        r#"[{"jsonrpc":"2.0","id":"a","method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#,
+        r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"\"quoted\" \\ \/"}],"isError":false}}"#,
+    ];
+    const ALPHABET: &[u8] = b"{}[]\":,.-+eE0123456789 \t\n\\/utrfnalsx\x00\xff\xc3\xa9";
+
+    fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+        let mut v = seed.to_vec();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(v.len() + 1);
+            match rng.below(3) {
+                0 if at < v.len() => {
+                    v.remove(at);
+                }
+                1 => v.insert(at, ALPHABET[rng.below(ALPHABET.len())]),
+                _ if at < v.len() => v[at] = ALPHABET[rng.below(ALPHABET.len())],
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// Whatever the scanner accepts, serde_json (a conforming parser) accepts too: the
+    /// layer never reads a body that the upstream would read differently or not at all.
+    #[test]
+    fn scanner_accepts_only_what_a_conforming_parser_accepts() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut accepted, mut rejected) = (0, 0);
+        for i in 0..30_000 {
+            let seed = SEEDS[i % SEEDS.len()].as_bytes();
+            let text = mutate(&mut rng, seed);
+            match Scanner::document(&text) {
+                Ok(_) => {
+                    accepted += 1;
+                    assert!(
+                        serde_json::from_slice::<serde_json::Value>(&text).is_ok(),
+                        "scanner accepted what serde_json rejects: {:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+                Err(_) => rejected += 1,
+            }
+        }
+        assert!(accepted > 1000 && rejected > 1000, "{accepted} {rejected}");
+    }
+
+    /// Random bytes never panic the scanner or the JSON-RPC readers.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = Rng(42);
+        for _ in 0..20_000 {
+            let len = rng.below(64);
+            let text: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                .collect();
+            let _ = Scanner::document(&text);
+            let _ = crate::mcp::jsonrpc::classify(&text, true);
+            let _ = crate::mcp::jsonrpc::replies(&text);
+            let _ = crate::mcp::jsonrpc::listed_tools(&text);
+        }
     }
 }

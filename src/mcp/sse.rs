@@ -84,9 +84,14 @@ impl SseScanner {
     }
 
     fn append_partial(&mut self, part: &[u8]) {
-        if self.line_dropped || self.line.len() + part.len() > self.max + 8 {
+        if self.line_dropped {
+            return;
+        }
+        if self.line.len() + part.len() > self.max + 8 {
+            // Too long to keep: remember only its start, which names the field.
             self.line_dropped = true;
-            self.line.clear();
+            self.line.extend_from_slice(&part[..part.len().min(5)]);
+            self.line.truncate(5);
         } else {
             self.line.extend_from_slice(part);
         }
@@ -94,10 +99,13 @@ impl SseScanner {
 
     fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(Event<'_>)) {
         if std::mem::take(&mut self.line_dropped) {
-            // Too long to keep: whatever field it was, this event is not inspected.
-            self.oversized = true;
-            self.has_data = true;
-            self.data.clear();
+            // A data line too long to keep: this event is not inspected. Other fields that
+            // long (comments, `event:`) are read past as usual.
+            if line.starts_with(b"data:") {
+                self.oversized = true;
+                self.has_data = true;
+                self.data.clear();
+            }
             return;
         }
         if line.is_empty() {
@@ -260,5 +268,73 @@ mod tests {
             replace_data(raw, b"{\"new\":2}"),
             b"event: message\nid: 42\ndata: {\"new\":2}\n\n".to_vec()
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+
+    /// However a stream is cut into chunks, the same events come out at the same offsets.
+    #[test]
+    fn any_chunking_gives_the_same_events() {
+        let mut seed = 0x1234_5678_9ABC_DEF1u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let pieces: &[&[u8]] = &[
+            b"data: {\"a\":1}",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b": comment",
+            b"event: message",
+            b"id: 9",
+            b"data",
+            b"data:x",
+            b"retry: 5",
+        ];
+        for _ in 0..2_000 {
+            let stream: Vec<u8> = (0..next(30))
+                .flat_map(|_| pieces[next(pieces.len())].to_vec())
+                .collect();
+            let collect = |chunks: Vec<&[u8]>| {
+                let mut s = SseScanner::new(64);
+                let mut out = Vec::new();
+                for c in chunks {
+                    s.feed(c, |e| {
+                        out.push((e.data.map(<[u8]>::to_vec), e.end, e.oversized))
+                    });
+                }
+                out
+            };
+            let whole = collect(vec![&stream[..]]);
+            let mut cuts: Vec<usize> = (0..next(6)).map(|_| next(stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                chunks.push(&stream[last..c]);
+                last = c;
+            }
+            chunks.push(&stream[last..]);
+            let split = collect(chunks);
+            // A \r\n split across chunks ends its event at the \r; whole, at the \n. The events
+            // and their data are the same either way.
+            let strip = |v: &Vec<(Option<Vec<u8>>, u64, bool)>| {
+                v.iter()
+                    .map(|(d, _, o)| (d.clone(), *o))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                strip(&whole),
+                strip(&split),
+                "{:?}",
+                String::from_utf8_lossy(&stream)
+            );
+        }
     }
 }

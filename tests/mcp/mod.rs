@@ -572,5 +572,8 @@ fn check_prints_the_effective_tool_policy() {
         out.contains("tools: allow [*] deny [delete_*, run_shell] grants 0 (enforced)"),
         "{out}"
     );
-    assert!(out.contains("tools: allow [*] deny [] grants 0 (not enforced"), "{out}");
+    assert!(
+        out.contains("tools: allow [*] deny [] grants 0 (not enforced"),
+        "{out}"
+    );
 }
