@@ -2,7 +2,11 @@
 // opaque 300 s access tokens, refresh tokens, client_secret_basic, pre-registered clients
 // (no public clients), introspection that requires client authentication and is allowed for
 // any registered client, and an authorize step that logs a fixed user in with no page.
-// Usage: PORT=0 CLIENTS='[{"client_id":..,"client_secret":..,"redirect_uris":[..]}]' node idp.mjs
+// Userinfo (`/me`) answers for any valid access token, resource-bound ones included, as tsidp
+// does (oidc-provider itself refuses tokens with an audience there), with the claims in
+// EXTRA_CLAIMS added: tsidp's `extraClaims` with `"includeInUserInfo": true`.
+// Usage: PORT=0 CLIENTS='[{"client_id":..,"client_secret":..,"redirect_uris":[..]}]' \
+//   [EXTRA_CLAIMS='{"mcp_tools":[..]}'] node idp.mjs
 // Prints "listening <port>".
 import http from "node:http";
 import Provider from "oidc-provider";
@@ -50,12 +54,27 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-const stats = { introspections: 0, tokens: 0 };
+const EXTRA_CLAIMS = JSON.parse(process.env.EXTRA_CLAIMS || "{}");
+const stats = { introspections: 0, tokens: 0, userinfo: 0 };
 const callback = provider.callback();
 server.on("request", async (req, res) => {
   try {
     if (req.url === "/stats") {
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(stats));
+      return;
+    }
+    if (req.url === "/me" && req.method === "GET") {
+      stats.userinfo++;
+      const auth = req.headers.authorization || "";
+      const token = auth.startsWith("Bearer ") ? auth.slice(7) : "";
+      const at = token && (await provider.AccessToken.find(token));
+      if (!at || at.isExpired) {
+        res.writeHead(401, { "content-type": "application/json", "www-authenticate": 'Bearer error="invalid_token"' });
+        res.end(JSON.stringify({ error: "invalid_token" }));
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ sub: at.accountId, username: USER.username, email: USER.username, ...EXTRA_CLAIMS }));
       return;
     }
     if (req.url.startsWith("/token/introspection")) stats.introspections++;

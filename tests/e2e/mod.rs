@@ -149,15 +149,31 @@ async fn sdk_client_through_bridge_to_sdk_server() {
     .await;
 }
 
-#[tokio::test]
-async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
+/// The SDK client's whole OAuth flow (oauth-client.mjs) through a bridge in front of the
+/// SDK server, with oidc-provider as tsidp. `auth_extra` and `endpoint_extra` are YAML lines
+/// added to the `auth` section and the endpoint; `extra_claims` is what userinfo adds.
+struct OauthRun {
+    bridge: Bridge,
+    summary: serde_json::Value,
+    issuer: String,
+    upstream_port: u16,
+    _nodes: (Node, Node),
+}
+
+async fn oauth_run(auth_extra: &str, endpoint_extra: &str, extra_claims: &str) -> OauthRun {
     const REDIRECT: &str = "http://127.0.0.1:9/callback";
     let clients = serde_json::json!([
         {"client_id": "claude-e2e", "client_secret": "claude-e2e-secret", "redirect_uris": [REDIRECT]},
         {"client_id": "bridge", "client_secret": "bridge-secret", "redirect_uris": ["http://127.0.0.1:9/unused"]},
     ]);
-    let (_idp, idp_port) = start_node("idp.mjs", &[("CLIENTS", &clients.to_string())]);
-    let (_server, port) = start_sdk_server();
+    let (idp, idp_port) = start_node(
+        "idp.mjs",
+        &[
+            ("CLIENTS", &clients.to_string()),
+            ("EXTRA_CLAIMS", extra_claims),
+        ],
+    );
+    let (server, port) = start_sdk_server();
     let issuer = format!("http://127.0.0.1:{idp_port}");
     let body = format!(
         concat!(
@@ -165,10 +181,13 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
             "auth:\n  issuer: {iss}\n  audience: http://127.0.0.1:{{BRIDGE_PORT}}\n",
             "  introspection_url: {iss}/token/introspection\n",
             "  client_id: bridge\n  client_secret_env: TB_E2E_BRIDGE_SECRET\n  allow_loopback_idp: true\n",
-            "endpoints:\n  - path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n"
+            "{auth_extra}",
+            "endpoints:\n  - name: sdk\n    path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n{endpoint_extra}"
         ),
         iss = issuer,
-        port = port
+        port = port,
+        auth_extra = auth_extra,
+        endpoint_extra = endpoint_extra,
     );
     let b = Bridge::start_with_env(
         "  public_url: http://127.0.0.1:{BRIDGE_PORT}\n",
@@ -176,10 +195,9 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
         &[("TB_E2E_BRIDGE_SECRET", "bridge-secret")],
     )
     .await;
-    let url = b.url("/mcp/sdk");
     let args = vec![
         e2e_dir().join("oauth-client.mjs").display().to_string(),
-        url.clone(),
+        b.url("/mcp/sdk"),
         "claude-e2e".into(),
         "claude-e2e-secret".into(),
     ];
@@ -193,7 +211,19 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
         String::from_utf8_lossy(&out.stderr),
         b.stderr()
     );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    OauthRun {
+        summary: serde_json::from_str(stdout.trim()).unwrap(),
+        bridge: b,
+        issuer,
+        upstream_port: port,
+        _nodes: (idp, server),
+    }
+}
+
+#[tokio::test]
+async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
+    let run = oauth_run("", "", "{}").await;
+    let (b, v, issuer, port) = (&run.bridge, &run.summary, &run.issuer, run.upstream_port);
     let bridge_origin = format!("http://127.0.0.1:{}", b.port);
     // Discovery went through the bridge, the browser step went to the IdP.
     assert!(
@@ -221,10 +251,44 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
     );
     let idp_stats: serde_json::Value = get_json(&format!("{issuer}/stats")).await;
     assert!(idp_stats["tokens"].as_u64().unwrap() >= 3, "{idp_stats}");
+    assert_eq!(
+        idp_stats["userinfo"], 0,
+        "userinfo is only asked with tool_grants_claim"
+    );
     assert!(b.stderr().contains("sub=1001"), "{}", b.stderr());
     wait_for_metrics(
-        &b,
+        b,
         &["tailbridge_introspections_total{outcome=\"active\"} 2"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tool_grants_from_userinfo_through_oidc_provider() {
+    // `echo` is for nobody by the endpoint's policy; the user's userinfo claim grants it.
+    let run = oauth_run(
+        "  tool_grants_claim: mcp_tools\n",
+        "    tools:\n      allow: [\"count\"]\n",
+        r#"{"mcp_tools":["sdk:echo"]}"#,
+    )
+    .await;
+    let (b, v) = (&run.bridge, &run.summary);
+    assert_eq!(
+        v["first"]["tools"],
+        serde_json::json!(["count", "echo"]),
+        "{v}"
+    );
+    assert_eq!(v["first"]["echo"], "first");
+    assert_eq!(v["after-refresh"]["echo"], "after-refresh");
+    let idp_stats: serde_json::Value = get_json(&format!("{}/stats", run.issuer)).await;
+    // one userinfo call per access token (cached with its introspection verdict)
+    assert_eq!(idp_stats["userinfo"], 2, "{idp_stats}");
+    wait_for_metrics(
+        b,
+        &[
+            "tailbridge_userinfo_requests_total{result=\"ok\"} 2",
+            r#"tailbridge_mcp_requests_total{endpoint="sdk",method="tools/call",outcome="ok",tool="echo"} 2"#,
+        ],
     )
     .await;
 }
