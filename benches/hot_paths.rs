@@ -4,7 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
 use std::hint::black_box;
-use tailbridge::proxy::headers::{rewrite_request, Forwarding, UpstreamAuthorization};
+use tailbridge::proxy::headers::{rewrite_request, Forwarding, StripRules, UpstreamAuthorization};
 use tailbridge::proxy::router::Router;
 
 fn routes() -> Vec<(String, String)> {
@@ -60,6 +60,7 @@ fn bench_headers(c: &mut Criterion) {
         proto: "https",
         original_host: Some("mcp.example.com"),
     };
+    let strip = StripRules::new(&[]);
     c.bench_function("rewrite_request (11 headers)", |b| {
         b.iter_batched(
             || template.clone(),
@@ -69,6 +70,8 @@ fn bench_headers(c: &mut Criterion) {
                     "server-7.tail1234.ts.net",
                     &fwd,
                     UpstreamAuthorization::Strip,
+                    &strip,
+                    &[b"keep-alive"],
                 )
                 .unwrap();
                 r
@@ -78,5 +81,30 @@ fn bench_headers(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_router, bench_headers);
+fn bench_mcp(c: &mut Criterion) {
+    use tailbridge::mcp::jsonrpc::{classify, replies};
+    use tailbridge::mcp::sse::SseScanner;
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(960)
+    );
+    c.bench_function("classify a 1 KB tools/call", |b| {
+        b.iter(|| classify(black_box(body.as_bytes()), false).unwrap())
+    });
+    let answer = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}],"isError":false}}"#;
+    c.bench_function("read a tools/call result", |b| {
+        b.iter(|| replies(black_box(answer)).len())
+    });
+    let event = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":3}}\n\n";
+    c.bench_function("scan one SSE progress event", |b| {
+        let mut s = SseScanner::new(1 << 20);
+        b.iter(|| {
+            let mut n = 0;
+            s.feed(black_box(event), |_| n += 1);
+            n
+        })
+    });
+}
+
+criterion_group!(benches, bench_router, bench_headers, bench_mcp);
 criterion_main!(benches);

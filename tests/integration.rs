@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod common;
 mod e2e;
+mod hostile;
 mod mcp;
 mod monitoring;
 mod proxy;

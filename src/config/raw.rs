@@ -62,6 +62,7 @@ pub struct RawServer {
     pub shutdown_timeout: Option<DurationValue>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+    pub strip_request_headers: Option<Vec<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

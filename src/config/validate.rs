@@ -83,6 +83,8 @@ pub struct Server {
     pub shutdown_timeout: Duration,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
+    /// Extra client header names (lower-case; `prefix*` patterns) never forwarded upstream.
+    pub strip_request_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -559,8 +561,30 @@ fn server(e: &mut Errors, raw: RawServer) -> Server {
             "shutdown_timeout",
             "pid_file",
             "upgrade_sock",
+            "strip_request_headers",
         ],
     );
+    let mut strip_request_headers = Vec::new();
+    for (i, h) in raw
+        .strip_request_headers
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let name = h.strip_suffix('*').unwrap_or(h);
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b));
+        if token {
+            strip_request_headers.push(h.to_ascii_lowercase());
+        } else {
+            e.add(
+                format!("server.strip_request_headers[{i}]"),
+                format!("`{h}` is not a header name or a `prefix*` pattern"),
+            );
+        }
+    }
     let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let fallback: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8900));
     let listen = match socket_addr(e, "server.listen", &listen_text) {
@@ -605,6 +629,7 @@ fn server(e: &mut Errors, raw: RawServer) -> Server {
     }
     Server {
         listen,
+        strip_request_headers,
         allowed_origins,
         public_url,
         threads,

@@ -10,7 +10,9 @@
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies also drop).
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies also drop). Pingora
+/// strips them before `upstream_request_filter` (the peers' request policy says so); the
+/// rewrite below drops any that are still there, so the rule holds whatever the policy.
 pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -21,18 +23,72 @@ pub const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
 ];
 
-/// Headers a client must never be able to set on the upstream request.
+/// Headers a client must never be able to set on the upstream request: forwarding headers
+/// tailbridge sets itself, and the identity headers that MCP servers behind other proxies
+/// commonly trust (oauth2-proxy's `X-Forwarded-User`/`-Email`/`-Groups`/
+/// `-Preferred-Username` and `X-Auth-Request-*`, `Remote-User`, `X-Remote-User`, `X-User`,
+/// `tailscale serve`'s `Tailscale-User-*`, and tailbridge's own `X-Tailbridge-*`).
 pub const CLIENT_FORWARDING: &[&str] = &[
     "origin",
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
     "x-real-ip",
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "tailscale-app-capabilities",
+    "tailscale-headers-info",
 ];
+
+/// Name prefixes of the same families: every client-sent header starting with one of these
+/// is removed.
+pub const CLIENT_FORWARDING_PREFIXES: &[&str] = &[
+    "x-forwarded-",
+    "x-auth-request-",
+    "x-tailbridge-",
+    "tailscale-user-",
+];
+
+/// Which client-sent header names never reach an upstream: the built-in families plus
+/// `server.strip_request_headers` (names, or `prefix*` patterns). Built once at start.
+#[derive(Debug, Clone, Default)]
+pub struct StripRules {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl StripRules {
+    /// The built-in families plus `extra` (case-insensitive; a trailing `*` makes a prefix).
+    pub fn new(extra: &[String]) -> Self {
+        let mut r = StripRules {
+            exact: HOP_BY_HOP
+                .iter()
+                .chain(CLIENT_FORWARDING)
+                .map(|s| s.to_string())
+                .collect(),
+            prefixes: CLIENT_FORWARDING_PREFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        for e in extra {
+            let e = e.trim().to_ascii_lowercase();
+            match e.strip_suffix('*') {
+                Some(p) => r.prefixes.push(p.to_string()),
+                None => r.exact.push(e),
+            }
+        }
+        r
+    }
+
+    /// Whether a (lower-case) header name is stripped.
+    pub fn matches(&self, name: &str) -> bool {
+        self.exact.iter().any(|e| e == name)
+            || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+}
 
 /// What the upstream is told about the original request.
 #[derive(Debug, Clone)]
@@ -60,32 +116,35 @@ pub enum UpstreamAuthorization<'a> {
 #[error("invalid header value for {0}")]
 pub struct HeaderError(pub &'static str);
 
-/// Rewrite `req` in place for the upstream.
+/// Whether `name` is nominated in the client's `Connection` header values. A nomination is
+/// only ever a reason to remove a header, never to refuse the request: a client naming
+/// `X-Forwarded-For` there loses its own copy, and tailbridge sets its own.
+fn nominated(connection: &[&[u8]], name: &str) -> bool {
+    connection.iter().any(|v| {
+        v.split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
+/// Rewrite `req` in place for the upstream. `connection` holds the values of the client's
+/// `Connection` headers (RFC 9110 §7.6.1: the names it lists are hop-by-hop too).
 pub fn rewrite_request(
     req: &mut RequestHeader,
     upstream_authority: &str,
     fwd: &Forwarding<'_>,
     authorization: UpstreamAuthorization<'_>,
+    strip: &StripRules,
+    connection: &[&[u8]],
 ) -> Result<(), HeaderError> {
-    // Headers listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-    let named: Vec<String> = req
+    // One pass over the names; a removal list only when something matches.
+    let doomed: Vec<http::HeaderName> = req
         .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .keys()
+        .filter(|n| strip.matches(n.as_str()) || nominated(connection, n.as_str()))
+        .cloned()
         .collect();
-    for name in named
-        .iter()
-        .map(String::as_str)
-        .chain(HOP_BY_HOP.iter().copied())
-    {
+    for name in &doomed {
         req.remove_header(name);
-    }
-    for name in CLIENT_FORWARDING {
-        req.remove_header(*name);
     }
     req.insert_header(http::header::HOST, upstream_authority)
         .map_err(|_| HeaderError("host"))?;
@@ -193,11 +252,14 @@ mod tests {
             proto: "https",
             original_host: Some("mcp.example.com"),
         };
+        let connection: &[&[u8]] = &[b"keep-alive, X-Secret-Hop"];
         rewrite_request(
             &mut r,
             "up.tail.ts.net:8443",
             &fwd,
             UpstreamAuthorization::Strip,
+            &StripRules::new(&[]),
+            connection,
         )
         .unwrap();
         for gone in [
@@ -232,13 +294,99 @@ mod tests {
             proto: "http",
             original_host: None,
         };
+        let rules = StripRules::new(&[]);
         let mut r = req(&[("Authorization", "Bearer c")]);
-        rewrite_request(&mut r, "h", &fwd, UpstreamAuthorization::PassThrough).unwrap();
+        rewrite_request(
+            &mut r,
+            "h",
+            &fwd,
+            UpstreamAuthorization::PassThrough,
+            &rules,
+            &[],
+        )
+        .unwrap();
         assert_eq!(get(&r, "authorization"), ["Bearer c"]);
-        rewrite_request(&mut r, "h", &fwd, UpstreamAuthorization::Bearer("up")).unwrap();
+        rewrite_request(
+            &mut r,
+            "h",
+            &fwd,
+            UpstreamAuthorization::Bearer("up"),
+            &rules,
+            &[],
+        )
+        .unwrap();
         assert_eq!(get(&r, "authorization"), ["Bearer up"]);
         assert!(get(&r, "x-forwarded-for").is_empty());
-        assert!(rewrite_request(&mut r, "h", &fwd, UpstreamAuthorization::Bearer("a\nb")).is_err());
+        assert!(rewrite_request(
+            &mut r,
+            "h",
+            &fwd,
+            UpstreamAuthorization::Bearer("a\nb"),
+            &rules,
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn identity_families_never_reach_the_upstream() {
+        let spoofed = [
+            ("X-Forwarded-User", "admin"),
+            ("X-Forwarded-Email", "admin@example.com"),
+            ("X-Forwarded-Groups", "admins"),
+            ("X-Forwarded-Preferred-Username", "admin"),
+            ("X-Auth-Request-User", "admin"),
+            ("X-Auth-Request-Email", "admin@example.com"),
+            ("Remote-User", "admin"),
+            ("X-Remote-User", "admin"),
+            ("X-User", "admin"),
+            ("Tailscale-User-Login", "admin@example.com"),
+            ("Tailscale-User-Name", "Admin"),
+            ("Tailscale-User-Profile-Pic", "https://x"),
+            ("X-Tailbridge-Subject", "1"),
+            ("X-Tailbridge-Anything", "1"),
+            ("X-Employee-Id", "7"),
+            ("X-Internal-Role", "root"),
+        ];
+        let mut r = req(&spoofed);
+        r.append_header("X-Kept", "yes").unwrap();
+        let rules = StripRules::new(&["X-Employee-Id".into(), "x-internal-*".into()]);
+        let fwd = Forwarding {
+            client_ip: Some("198.51.100.7".parse().unwrap()),
+            proto: "https",
+            original_host: None,
+        };
+        rewrite_request(&mut r, "h", &fwd, UpstreamAuthorization::Strip, &rules, &[]).unwrap();
+        for (name, _) in spoofed {
+            assert!(get(&r, name).is_empty(), "{name} reached the upstream");
+        }
+        assert_eq!(get(&r, "x-kept"), ["yes"]);
+        assert_eq!(get(&r, "x-forwarded-for"), ["198.51.100.7"]);
+    }
+
+    #[test]
+    fn a_nominated_protected_header_is_removed_not_refused() {
+        let mut r = req(&[
+            ("Connection", "close, X-Forwarded-For, Host"),
+            ("X-Forwarded-For", "6.6.6.6"),
+        ]);
+        let fwd = Forwarding {
+            client_ip: Some("198.51.100.7".parse().unwrap()),
+            proto: "http",
+            original_host: None,
+        };
+        let conn: &[&[u8]] = &[b"close, X-Forwarded-For, Host"];
+        rewrite_request(
+            &mut r,
+            "up:80",
+            &fwd,
+            UpstreamAuthorization::Strip,
+            &StripRules::new(&[]),
+            conn,
+        )
+        .unwrap();
+        assert_eq!(get(&r, "x-forwarded-for"), ["198.51.100.7"]);
+        assert_eq!(get(&r, "host"), ["up:80"]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use ctx::Ctx;
 use headers::{Forwarding, UpstreamAuthorization};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{H1UpgradePolicy, HttpPeer, HttpUpstreamRequestPolicy};
 use pingora::{Error, ErrorType};
 use respond::Rejection;
 use router::Router;
@@ -67,8 +67,9 @@ pub struct Bridge {
     /// Pooled peer for tsidp (`/token`), when auth is on.
     idp_peer: Option<HttpPeer>,
     idp_authority: String,
-    /// Identity header names: client copies are always removed.
-    identity_headers: Vec<String>,
+    /// Client-sent header names that never reach an upstream (forwarding and identity
+    /// families, configured identity headers, `server.strip_request_headers`).
+    strip: headers::StripRules,
     /// Set on SIGQUIT/SIGTERM: every response closes its connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
     access_log: bool,
@@ -169,21 +170,16 @@ impl Bridge {
             }
             None => (None, String::new()),
         };
-        let identity_headers = config
-            .auth
-            .as_ref()
-            .map(|a| {
-                [
-                    &a.identity_headers.subject,
-                    &a.identity_headers.username,
-                    &a.identity_headers.client_id,
-                ]
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect()
-            })
-            .unwrap_or_default();
+        let mut strip_extra = config.server.strip_request_headers.clone();
+        if let Some(a) = &config.auth {
+            let h = &a.identity_headers;
+            strip_extra.extend(
+                [&h.subject, &h.username, &h.client_id]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
         Ok(Bridge {
             router: Router::new(
                 config
@@ -205,7 +201,7 @@ impl Bridge {
             auth,
             idp_peer,
             idp_authority,
-            identity_headers,
+            strip: headers::StripRules::new(&strip_extra),
             draining: Arc::default(),
             access_log: config.log.access_log,
             log_format: config.log.format,
@@ -325,7 +321,12 @@ impl Bridge {
     /// Rewrite a `/token` request for tsidp (requirements #13, #16): body and
     /// `Authorization` untouched, `Accept: application/json` ensured, and no forwarding
     /// headers (tsidp may trust X-Forwarded-For for identity).
-    fn to_idp(&self, upstream: &mut RequestHeader, path: &str) -> pingora::Result<()> {
+    fn to_idp(
+        &self,
+        upstream: &mut RequestHeader,
+        path: &str,
+        connection: &[&[u8]],
+    ) -> pingora::Result<()> {
         let query = upstream.uri.query().map(str::to_string);
         let target = match query {
             Some(q) => format!("{path}?{q}"),
@@ -342,6 +343,8 @@ impl Bridge {
             &self.idp_authority,
             &fwd,
             UpstreamAuthorization::PassThrough,
+            &self.strip,
+            connection,
         )
         .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
         for name in ["x-forwarded-proto", "cookie"] {
@@ -375,6 +378,16 @@ fn peer_for(
     peer.options.verify_cert = ep.tls_verify;
     peer.options.verify_hostname = ep.tls_verify;
     peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    // Pingora strips hop-by-hop headers; Connection-nominated names are removed by the
+    // header rewrite instead, because Pingora refuses (500) a request whose Connection header
+    // names a protected header such as X-Forwarded-For, and a client must never be able to
+    // cause a 5xx. MCP has no protocol upgrades.
+    peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy {
+        strip_hop_by_hop: true,
+        strip_connection_nominated: false,
+        reject_malformed_connection_nominations: false,
+        h1_upgrade: H1UpgradePolicy::Deny,
+    };
     // Pingora applies this to every upstream read: it is the idle gap between SSE events.
     // The (shorter) wait for the response head is the first-byte watchdog's job.
     peer.options.read_timeout = Some(ep.timeouts.idle);
@@ -426,6 +439,9 @@ impl ProxyHttp for Bridge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        // HTTP/1.1 pipelining (RFC 9112 §9.3.2): requests sent back to back on one
+        // connection are answered in order, one after the other (Pingora drops them otherwise).
+        session.as_mut().set_pipelining_enabled(true);
         if let Some(why) = self.check_header_limits(session.req_header()) {
             return self.refuse(session, ctx, why).await;
         }
@@ -515,11 +531,15 @@ impl ProxyHttp for Bridge {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        let connection: Vec<&[u8]> = session
+            .req_header()
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
         if let Some(path) = ctx.idp_path.as_deref() {
-            return self.to_idp(upstream, path);
-        }
-        for name in &self.identity_headers {
-            upstream.remove_header(name.as_str());
+            return self.to_idp(upstream, path, &connection);
         }
         let route = ctx
             .endpoint
@@ -547,8 +567,15 @@ impl ProxyHttp for Bridge {
             (None, true) => UpstreamAuthorization::Strip,
             (None, false) => UpstreamAuthorization::PassThrough,
         };
-        headers::rewrite_request(upstream, &route.ep.authority, &fwd, authorization)
-            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        headers::rewrite_request(
+            upstream,
+            &route.ep.authority,
+            &fwd,
+            authorization,
+            &self.strip,
+            &connection,
+        )
+        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
         if let (Some(p), Some(a)) = (&ctx.principal, &self.auth) {
             let h = &a.cfg.identity_headers;
             for (name, value) in [
@@ -682,6 +709,13 @@ impl ProxyHttp for Bridge {
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
         ) && *e.esource() == pingora::ErrorSource::Downstream;
+        // Whatever is left is answered by tailbridge's own responder too: a request the
+        // client made unforwardable is its 400, never a 5xx; anything else is ours, 500.
+        let why = why.or(Some(if *e.esource() == pingora::ErrorSource::Downstream {
+            Rejection::BadRequest
+        } else {
+            Rejection::Internal
+        }));
         let code = match why {
             _ if client_gone => 0,
             Some(r) => r.status(),
@@ -696,10 +730,8 @@ impl ProxyHttp for Bridge {
         }
         if code > 0 && session.response_written().is_none() {
             ctx.status = code;
-            let sent = match why {
-                Some(r) => respond::reject(session, r, self.hsts()).await,
-                None => session.respond_error(code).await,
-            };
+            let sent =
+                respond::reject(session, why.unwrap_or(Rejection::Internal), self.hsts()).await;
             if let Err(err) = sent {
                 log::debug!("cannot send error response: {err}");
             }

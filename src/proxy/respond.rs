@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 /// both come from one exhaustive match, so they cannot drift apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
+    BadRequest,
     BadPath,
     NotFound,
     EndpointDisabled,
@@ -21,11 +22,13 @@ pub enum Rejection {
     UpstreamUnreachable,
     UpstreamTimeout,
     UpstreamFailed,
+    Internal,
 }
 
 impl Rejection {
     /// Every variant, for pre-creating metric series.
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 14] = [
+        Rejection::BadRequest,
         Rejection::BadPath,
         Rejection::NotFound,
         Rejection::EndpointDisabled,
@@ -38,11 +41,12 @@ impl Rejection {
         Rejection::UpstreamUnreachable,
         Rejection::UpstreamTimeout,
         Rejection::UpstreamFailed,
+        Rejection::Internal,
     ];
 
     pub fn status(self) -> u16 {
         match self {
-            Rejection::BadPath => 400,
+            Rejection::BadRequest | Rejection::BadPath => 400,
             Rejection::NotFound | Rejection::EndpointDisabled => 404,
             Rejection::MethodNotAllowed => 405,
             Rejection::OriginForbidden => 403,
@@ -51,12 +55,14 @@ impl Rejection {
             Rejection::HeadersTooLarge => 431,
             Rejection::UpstreamUnreachable | Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
+            Rejection::Internal => 500,
         }
     }
 
     /// Bounded label for metrics and the access log; also the JSON `error` code.
     pub fn reason(self) -> &'static str {
         match self {
+            Rejection::BadRequest => "bad_request",
             Rejection::BadPath => "bad_path",
             Rejection::NotFound => "not_found",
             Rejection::EndpointDisabled => "endpoint_disabled",
@@ -69,11 +75,13 @@ impl Rejection {
             Rejection::UpstreamUnreachable => "upstream_unreachable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::UpstreamFailed => "upstream_failed",
+            Rejection::Internal => "internal_error",
         }
     }
 
     fn message(self) -> &'static str {
         match self {
+            Rejection::BadRequest => "the request cannot be forwarded as sent",
             Rejection::BadPath => "the request path cannot be normalised",
             Rejection::NotFound => "no endpoint serves this path",
             Rejection::EndpointDisabled => "no endpoint serves this path",
@@ -90,6 +98,7 @@ impl Rejection {
             Rejection::UpstreamUnreachable => "the upstream MCP server cannot be reached",
             Rejection::UpstreamTimeout => "the upstream MCP server did not answer in time",
             Rejection::UpstreamFailed => "the upstream MCP server connection failed",
+            Rejection::Internal => "tailbridge failed to handle the request",
         }
     }
 
