@@ -74,14 +74,14 @@ ir_per_request() { # name config
   local p; p=$(sed -n 's/.*listen: "127.0.0.1:\([0-9]*\)".*/\1/p' "$W/$2.yaml" | head -1)
   local cg="$W/cg-$2"
   # A fresh instance under valgrind on the same ports (the plain one is stopped first).
-  valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$cg.%p" "$BIN" --config "$W/$2.yaml" 2>/dev/null & local vp=$!
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg.%p" "$BIN" --config "$W/$2.yaml" 2>/dev/null & local vp=$!
   PIDS+=($vp)
   for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
   python3 "$W/seq.py" "$p" 200 "$W/body.json"            # warm-up: pools, caches, labels
-  callgrind_control -i on "$vp" >/dev/null
+  callgrind_control -i on "$vp" >/dev/null 2>&1
   python3 "$W/seq.py" "$p" "$N" "$W/body.json"
-  callgrind_control -i off "$vp" >/dev/null
-  callgrind_control -d "$vp" >/dev/null
+  callgrind_control -i off "$vp" >/dev/null 2>&1
+  callgrind_control -d "$vp" >/dev/null 2>&1
   kill "$vp"; wait "$vp" 2>/dev/null || true
   local total; total=$(cat "$cg".* | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
   printf "| %-28s | %12d |\n" "$1" $(( total / N ))

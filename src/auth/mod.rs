@@ -8,6 +8,7 @@ pub mod bearer;
 pub mod introspect;
 pub mod metadata;
 pub mod ratelimit;
+pub mod redirect;
 pub mod userinfo;
 pub mod verify;
 

@@ -13,19 +13,44 @@ use std::collections::BTreeMap;
 pub type Unknown = BTreeMap<String, serde_yaml::Value>;
 
 /// A duration written as seconds (`30`) or with a unit (`500ms`, `30s`, `5m`, `1h`).
+/// Anything else (a negative number, a list) is kept as written, so that validation can
+/// name the field instead of serde naming only the section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum DurationValue {
     Seconds(u64),
     Text(String),
+    Other(serde_yaml::Value),
 }
 
-/// A byte size written as bytes (`1048576`) or with a unit (`64KiB`, `4MiB`, `1MB`).
+/// A byte size written as bytes (`1048576`) or with a unit (`64KiB`, `4MiB`, `1MB`); other
+/// values are kept as written for validation to report.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SizeValue {
     Bytes(u64),
     Text(String),
+    Other(serde_yaml::Value),
+}
+
+/// A number field: the value, or what was written instead (a negative count, a string,
+/// a fraction where a whole number belongs). Never fails to deserialize, so validation
+/// reports the field's full path (`limits.max_headers: ...`) with every other error.
+#[derive(Debug, Clone)]
+pub struct Num<T>(pub Result<T, String>);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Num<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        Ok(Num(T::deserialize(v.clone()).map_err(|_| written(&v))))
+    }
+}
+
+/// A YAML value as it was written, for error messages.
+pub fn written(v: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,7 +82,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub public_url: Option<String>,
-    pub threads: Option<usize>,
+    pub threads: Option<Num<usize>>,
     pub grace_period: Option<DurationValue>,
     pub shutdown_timeout: Option<DurationValue>,
     pub pid_file: Option<String>,
@@ -139,7 +164,7 @@ pub struct RawIdentityHeaders {
 pub struct RawTokenCache {
     pub max_ttl: Option<DurationValue>,
     pub negative_ttl: Option<DurationValue>,
-    pub capacity: Option<u64>,
+    pub capacity: Option<Num<u64>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -148,9 +173,9 @@ pub struct RawTokenCache {
 pub struct RawIntrospection {
     pub timeout: Option<DurationValue>,
     pub max_response_bytes: Option<SizeValue>,
-    pub max_concurrent: Option<usize>,
-    pub per_client_rate: Option<f64>,
-    pub per_client_burst: Option<u32>,
+    pub max_concurrent: Option<Num<usize>>,
+    pub per_client_rate: Option<Num<f64>>,
+    pub per_client_burst: Option<Num<u32>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -159,7 +184,7 @@ pub struct RawIntrospection {
 pub struct RawRegistration {
     pub enabled: Option<bool>,
     pub allowed_redirect_uris: Option<Vec<String>>,
-    pub per_minute: Option<u32>,
+    pub per_minute: Option<Num<u32>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -205,7 +230,7 @@ pub struct RawEab {
 pub struct RawLimits {
     pub max_request_body: Option<SizeValue>,
     pub max_header_bytes: Option<SizeValue>,
-    pub max_headers: Option<usize>,
+    pub max_headers: Option<Num<usize>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -8,6 +8,12 @@ pub fn parse_duration(value: &DurationValue) -> Result<Duration, String> {
     let text = match value {
         DurationValue::Seconds(s) => return Ok(Duration::from_secs(*s)),
         DurationValue::Text(t) => t.trim(),
+        DurationValue::Other(v) => {
+            return Err(format!(
+                "`{}` is not a duration (use a number of seconds ≥ 0, or e.g. 500ms, 30s, 5m, 1h)",
+                super::raw::written(v)
+            ))
+        }
     };
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -38,6 +44,12 @@ pub fn parse_size(value: &SizeValue) -> Result<u64, String> {
     let text = match value {
         SizeValue::Bytes(b) => return Ok(*b),
         SizeValue::Text(t) => t.trim(),
+        SizeValue::Other(v) => {
+            return Err(format!(
+                "`{}` is not a size (use a number of bytes ≥ 0, or e.g. 64KiB, 4MiB)",
+                super::raw::written(v)
+            ))
+        }
     };
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -4,6 +4,7 @@
 //! paths start with `/` and are unique, targets are http(s) with a host, auth fields present
 //! when `auth` is) plus tailbridge's own. No rule panics on any input.
 
+use super::raw::Num;
 use super::raw::*;
 use super::secrets::SecretSource;
 use super::units::{parse_duration, parse_size};
@@ -423,6 +424,18 @@ impl Errors {
         }
     }
 
+    /// A number field: its value, the default when absent, or an error naming the field.
+    fn num<T: Copy>(&mut self, path: &str, v: Option<Num<T>>, default: T, expected: &str) -> T {
+        match v {
+            None => default,
+            Some(Num(Ok(n))) => n,
+            Some(Num(Err(written))) => {
+                self.add(path, format!("`{written}` is not {expected}"));
+                default
+            }
+        }
+    }
+
     fn duration(&mut self, path: &str, v: Option<&DurationValue>, default: Duration) -> Duration {
         match v.map(parse_duration) {
             None => default,
@@ -623,7 +636,7 @@ fn server(e: &mut Errors, raw: RawServer) -> Server {
             None
         }
     });
-    let threads = raw.threads.unwrap_or(1);
+    let threads = e.num("server.threads", raw.threads, 1, "a whole number");
     if threads == 0 || threads > 256 {
         e.add("server.threads", "must be between 1 and 256");
     }
@@ -1037,7 +1050,12 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
             c.negative_ttl.as_ref(),
             DEFAULT_NEGATIVE_TTL,
         ),
-        capacity: c.capacity.unwrap_or(DEFAULT_TOKEN_CACHE_CAPACITY),
+        capacity: e.num(
+            "auth.cache.capacity",
+            c.capacity,
+            DEFAULT_TOKEN_CACHE_CAPACITY,
+            "a whole number",
+        ),
     };
     if cache.max_ttl > Duration::from_secs(300) {
         e.add(
@@ -1082,11 +1100,24 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
             DEFAULT_INTROSPECTION_TIMEOUT,
         ),
         max_response_bytes,
-        max_concurrent: i
-            .max_concurrent
-            .unwrap_or(DEFAULT_INTROSPECTION_CONCURRENCY),
-        per_client_rate: i.per_client_rate.unwrap_or(DEFAULT_PER_CLIENT_RATE),
-        per_client_burst: i.per_client_burst.unwrap_or(DEFAULT_PER_CLIENT_BURST),
+        max_concurrent: e.num(
+            "auth.introspection.max_concurrent",
+            i.max_concurrent,
+            DEFAULT_INTROSPECTION_CONCURRENCY,
+            "a whole number",
+        ),
+        per_client_rate: e.num(
+            "auth.introspection.per_client_rate",
+            i.per_client_rate,
+            DEFAULT_PER_CLIENT_RATE,
+            "a number",
+        ),
+        per_client_burst: e.num(
+            "auth.introspection.per_client_burst",
+            i.per_client_burst,
+            DEFAULT_PER_CLIENT_BURST,
+            "a whole number",
+        ),
     };
     if introspection.max_concurrent == 0 {
         e.add(
@@ -1115,7 +1146,12 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
     let registration = Registration {
         enabled: r.enabled.unwrap_or(false),
         allowed_redirect_uris: r.allowed_redirect_uris.unwrap_or_default(),
-        per_minute: r.per_minute.unwrap_or(DEFAULT_REGISTRATIONS_PER_MINUTE),
+        per_minute: e.num(
+            "auth.registration.per_minute",
+            r.per_minute,
+            DEFAULT_REGISTRATIONS_PER_MINUTE,
+            "a whole number",
+        ),
     };
     if registration.enabled && registration.allowed_redirect_uris.is_empty() {
         e.add(
@@ -1124,7 +1160,7 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
         );
     }
     for (idx, u) in registration.allowed_redirect_uris.iter().enumerate() {
-        if Url::parse(u).is_err() {
+        if crate::auth::redirect::parse_allowed(u).is_none() {
             e.add(
                 format!("auth.registration.allowed_redirect_uris[{idx}]"),
                 format!("`{u}` is not a URL"),
@@ -1470,7 +1506,12 @@ fn limits(e: &mut Errors, raw: RawLimits) -> Limits {
     if max_header_bytes > 1 << 20 {
         e.add("limits.max_header_bytes", "must be at most 1MiB");
     }
-    let max_headers = raw.max_headers.unwrap_or(DEFAULT_MAX_HEADERS);
+    let max_headers = e.num(
+        "limits.max_headers",
+        raw.max_headers,
+        DEFAULT_MAX_HEADERS,
+        "a whole number",
+    );
     if max_headers == 0 || max_headers > 256 {
         e.add("limits.max_headers", "must be between 1 and 256");
     }
@@ -1797,7 +1838,55 @@ fn tools(e: &mut Errors, at: &str, raw: Option<RawTools>, auth_on: bool) -> Tool
 
 type Target = (Url, String, u16, bool, String);
 
+/// The host of a URL as written: between `scheme://` (and any userinfo) and the port or
+/// path. The URL parser is lenient (`http:///mcp` becomes host `mcp`), so the check is made on
+/// the text itself.
+pub fn written_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(hostport.split(':').next().unwrap_or_default())
+}
+
+/// Why a host as written cannot be dialed: empty, or not an IP literal and not a DNS name
+/// (labels of 1-63 characters, 253 in all). Pure.
+pub fn host_problem(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return Some("has no host".into());
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.len() > 253 {
+        return Some(format!(
+            "host is {} characters long; a DNS name has at most 253",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Some(format!("host `{host}` has an empty label"));
+        }
+        if label.len() > 63 {
+            return Some(format!(
+                "host label `{}…` is {} characters long; a DNS label has at most 63",
+                &label[..16],
+                label.len()
+            ));
+        }
+    }
+    None
+}
+
 fn target(e: &mut Errors, path: &str, value: &str) -> Option<Target> {
+    if let Some(problem) = written_host(value).and_then(host_problem) {
+        e.add(path, format!("`{value}` {problem}"));
+        return None;
+    }
     let url = match Url::parse(value) {
         Ok(u) => u,
         Err(err) => {
@@ -1839,4 +1928,38 @@ fn target(e: &mut Errors, path: &str, value: &str) -> Option<Target> {
         None => host.clone(),
     };
     Some((url, host, port, tls, authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_as_written_table() {
+        let long_label = "a".repeat(64);
+        let long_name = ["abcdefghij"; 26].join(".");
+        let cases: &[(&str, Option<&str>, bool)] = &[
+            ("http:///mcp", Some(""), false),
+            ("http://:80/x", Some(""), false),
+            (
+                "https://notes.tail1234.ts.net/mcp",
+                Some("notes.tail1234.ts.net"),
+                true,
+            ),
+            ("http://127.0.0.1:8080/mcp", Some("127.0.0.1"), true),
+            ("http://[::1]:8080/mcp", Some("::1"), true),
+            ("http://user:pw@host:1/x", Some("host"), true),
+            ("http://a..b/x", Some("a..b"), false),
+            ("http://host./x", Some("host."), true),
+        ];
+        for (url, host, ok) in cases {
+            assert_eq!(written_host(url), *host, "{url}");
+            assert_eq!(host.and_then(host_problem).is_none(), *ok, "{url}");
+        }
+        assert!(host_problem(&format!("{long_label}.example"))
+            .unwrap()
+            .contains("at most 63"));
+        assert!(host_problem(&long_name).unwrap().contains("at most 253"));
+        assert_eq!(host_problem(&"a".repeat(63)), None);
+    }
 }

@@ -225,11 +225,16 @@ impl Bridge {
         let ok = uris.as_ref().is_some_and(|u| {
             !u.is_empty()
                 && u.len() == doc["redirect_uris"].as_array().map_or(0, Vec::len)
-                && u.iter().all(|x| allowed.iter().any(|a| a == x))
+                && u.iter().all(|x| {
+                    allowed
+                        .iter()
+                        .filter_map(|a| crate::auth::redirect::parse_allowed(a))
+                        .any(|a| crate::auth::redirect::allows(&a, x))
+                })
         });
         if !ok {
             ctx.status = 400;
-            let b = json!({"error": "invalid_redirect_uri", "error_description": "redirect_uris must be listed in auth.registration.allowed_redirect_uris"});
+            let b = json!({"error": "invalid_redirect_uri", "error_description": "redirect_uris must be listed in auth.registration.allowed_redirect_uris (a loopback entry without a port allows any port)"});
             respond::send(
                 session,
                 400,

@@ -214,3 +214,33 @@ async fn generated_garbage_never_gets_a_bridge_5xx() {
         assert!(s.iter().all(|c| *c < 500), "{raw:?} got {s:?}");
     }
 }
+
+#[test]
+fn targets_are_checked_as_written_and_numbers_name_their_field() {
+    let long = "a".repeat(300);
+    let cfg = format!(
+        concat!(
+            "server:\n  threads: -2\n",
+            "limits:\n  max_request_body: -5\n  max_headers: many\n",
+            "endpoints:\n  - path: /a\n    target: \"http:///mcp\"\n",
+            "  - path: /b\n    target: \"http://:80/x\"\n",
+            "  - path: /c\n    target: \"http://{long}/mcp\"\n",
+            "  - path: /d\n    target: http://ok.example/mcp\n    timeouts:\n      connect: -1\n",
+        ),
+        long = long
+    );
+    let (code, _out, err) = run_cli(&["check"], Some(&cfg));
+    assert_eq!(code, 64, "{err}");
+    for needle in [
+        "endpoints[0].target: `http:///mcp` has no host",
+        "endpoints[1].target: `http://:80/x` has no host",
+        "endpoints[2].target:",
+        "host is 300 characters long; a DNS name has at most 253",
+        "limits.max_request_body: `-5` is not a size",
+        "limits.max_headers: `many` is not a whole number",
+        "server.threads: `-2` is not a whole number",
+        "endpoints[3].timeouts.connect: `-1` is not a duration",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}
