@@ -260,9 +260,17 @@ impl Bridge {
             .await?;
             return Ok(true);
         }
+        // tsidp's registration endpoint from its metadata (`<issuer>/register` before that).
+        let url = auth
+            .metadata
+            .get(&auth.http, auth.cfg.introspection.max_response_bytes)
+            .await
+            .ok()
+            .and_then(|m| m.get("registration_endpoint")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{}/register", auth.idp_base));
         let sent = auth
             .http
-            .post(format!("{}/register", auth.idp_base))
+            .post(url)
             .header("content-type", JSON)
             .header("accept", JSON)
             .body(body)

@@ -42,6 +42,8 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     introspection: { enabled: true, allowedPolicy: () => true },
     revocation: { enabled: true },
+    // REGISTRATION=1: dynamic client registration (tsidp offers it to callers with allow_dcr).
+    registration: { enabled: process.env.REGISTRATION === "1" },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,

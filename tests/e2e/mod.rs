@@ -347,17 +347,49 @@ async fn browse_to_callback(start: &str, callback_prefix: &str) {
 
 #[tokio::test]
 async fn mcp_remote_strict_client_through_bridge() {
+    mcp_remote_session(false).await;
+}
+
+/// mcp-remote registers itself through the bridge's `/register`; its callback port is its
+/// own choice and is not listed: the loopback entry without a port allows any port.
+#[tokio::test]
+async fn mcp_remote_registers_with_an_unlisted_loopback_port() {
+    let b = mcp_remote_session(true).await;
+    assert!(
+        b.stderr().contains("\"POST /register\" 201"),
+        "registration did not go through the bridge:\n{}",
+        b.stderr()
+    );
+}
+
+/// One mcp-remote session through the bridge against oidc-provider: preset client, or
+/// (`register`) a client registered through the bridge's `/register`.
+async fn mcp_remote_session(register: bool) -> Bridge {
     let cb_port = free_port();
     let redirect = format!("http://localhost:{cb_port}/oauth/callback");
-    let clients = serde_json::json!([
-        {"client_id": "remote", "client_secret": "remote-secret", "redirect_uris": [redirect]},
-        {"client_id": "bridge", "client_secret": "bridge-secret", "redirect_uris": ["http://127.0.0.1:9/unused"]},
-    ]);
-    let (_idp, idp_port) = start_node("idp.mjs", &[("CLIENTS", &clients.to_string())]);
+    let mut clients = vec![
+        serde_json::json!({"client_id": "bridge", "client_secret": "bridge-secret", "redirect_uris": ["http://127.0.0.1:9/unused"]}),
+    ];
+    if !register {
+        clients.push(serde_json::json!({"client_id": "remote", "client_secret": "remote-secret", "redirect_uris": [redirect]}));
+    }
+    let clients = serde_json::Value::Array(clients);
+    let (_idp, idp_port) = start_node(
+        "idp.mjs",
+        &[
+            ("CLIENTS", &clients.to_string()),
+            ("REGISTRATION", if register { "1" } else { "0" }),
+        ],
+    );
     let (_server, port) = start_sdk_server();
     let issuer = format!("http://127.0.0.1:{idp_port}");
+    let registration = if register {
+        "  registration:\n    enabled: true\n    allowed_redirect_uris: [\"http://localhost/oauth/callback\"]\n"
+    } else {
+        ""
+    };
     let body = format!(
-        "tailnet:\n  mode: direct\nauth:\n  issuer: {issuer}\n  audience: http://127.0.0.1:{{BRIDGE_PORT}}\n  introspection_url: {issuer}/token/introspection\n  client_id: bridge\n  client_secret: bridge-secret\n  allow_loopback_idp: true\nendpoints:\n  - path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n"
+        "tailnet:\n  mode: direct\nauth:\n  issuer: {issuer}\n  audience: http://127.0.0.1:{{BRIDGE_PORT}}\n  introspection_url: {issuer}/token/introspection\n  client_id: bridge\n  client_secret: bridge-secret\n  allow_loopback_idp: true\n{registration}endpoints:\n  - path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n"
     );
     let b = Bridge::start("  public_url: http://127.0.0.1:{BRIDGE_PORT}\n", &body).await;
     let dir = temp_dir("mcp-remote");
@@ -371,10 +403,14 @@ async fn mcp_remote_strict_client_through_bridge() {
             "--static-oauth-client-metadata",
             r#"{"token_endpoint_auth_method":"client_secret_basic"}"#,
         ])
-        .args([
-            "--static-oauth-client-info",
-            r#"{"client_id":"remote","client_secret":"remote-secret"}"#,
-        ])
+        .args(if register {
+            vec![]
+        } else {
+            vec![
+                "--static-oauth-client-info",
+                r#"{"client_id":"remote","client_secret":"remote-secret"}"#,
+            ]
+        })
         .env("MCP_REMOTE_CONFIG_DIR", dir.join("auth"))
         .env("BROWSER", "true")
         .stdin(Stdio::piped())
@@ -449,4 +485,5 @@ async fn mcp_remote_strict_client_through_bridge() {
         .collect();
     assert!(names.contains(&"echo"), "{list}");
     assert!(b.stderr().contains("sub=1001"), "{}", b.stderr());
+    b
 }
