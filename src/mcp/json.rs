@@ -98,6 +98,28 @@ impl<'a> Scanner<'a> {
         Ok(v)
     }
 
+    /// Run `f` on the one value of the whole text (surrounding whitespace allowed); `f` must
+    /// consume exactly that value. Lets a caller walk a document in a single pass.
+    pub fn walk<T>(
+        b: &'a [u8],
+        f: impl FnOnce(&mut Self) -> Result<T, JsonError>,
+    ) -> Result<T, JsonError> {
+        let mut s = Scanner::new(b);
+        s.ws();
+        let out = f(&mut s)?;
+        s.ws();
+        if s.i != b.len() {
+            return Err(JsonError::Trailing(s.i));
+        }
+        Ok(out)
+    }
+
+    /// The kind of the value at the cursor (after whitespace), without consuming it.
+    pub fn next_kind(&mut self) -> Option<Kind> {
+        self.ws();
+        self.b.get(self.i).map(|_| kind(&self.b[self.i..]))
+    }
+
     /// Validate one value at the cursor and return its bytes.
     pub fn value(&mut self) -> Result<&'a [u8], JsonError> {
         let start = self.i;
@@ -181,7 +203,13 @@ impl<'a> Scanner<'a> {
         let mut owned: Option<String> = None;
         let mut run = start;
         loop {
-            let c = self.peek().ok_or(self.err())?;
+            // Fast path: plain bytes up to the next quote, backslash or control character.
+            let plain = self.b[self.i..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .ok_or(JsonError::Syntax(self.b.len()))?;
+            self.i += plain;
+            let c = self.b[self.i];
             match c {
                 b'"' => {
                     let tail = std::str::from_utf8(&self.b[run..self.i]).map_err(|_| self.err())?;

@@ -102,61 +102,108 @@ fn without_bom(b: &[u8]) -> &[u8] {
 }
 
 /// Read a POST body. `keep_arguments` keeps `tools/call` arguments for the audit log.
+/// One pass over the text: validation and extraction together.
 pub fn classify(body: &[u8], keep_arguments: bool) -> Result<Inbound, Unparsed> {
     let body = without_bom(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Unparsed::Empty);
     }
-    let doc = Scanner::document(body).map_err(Unparsed::NotJson)?;
-    match kind(doc) {
-        Kind::Object => Ok(Inbound {
-            messages: vec![message(doc, keep_arguments)?],
-            batch: false,
-        }),
-        Kind::Array => {
+    let read = Scanner::walk(body, |s| match s.next_kind() {
+        Some(Kind::Object) => Ok(message(s, keep_arguments)?.map(|m| (vec![m], false))),
+        Some(Kind::Array) => {
             let mut messages = Vec::new();
-            let mut s = Scanner::new(doc);
             let mut bad = false;
             s.array(|s| {
-                let v = s.value()?;
-                match message(v, keep_arguments) {
+                if s.next_kind() != Some(Kind::Object) {
+                    s.value()?;
+                    bad = true;
+                    return Ok(());
+                }
+                match message(s, keep_arguments)? {
                     Ok(m) => messages.push(m),
                     Err(_) => bad = true,
                 }
                 Ok(())
-            })
-            .map_err(Unparsed::NotJson)?;
-            if bad || messages.is_empty() {
-                return Err(Unparsed::NotJsonRpc);
-            }
-            Ok(Inbound {
-                messages,
-                batch: true,
+            })?;
+            Ok(if bad || messages.is_empty() {
+                Err(Unparsed::NotJsonRpc)
+            } else {
+                Ok((messages, true))
             })
         }
-        _ => Err(Unparsed::NotJsonRpc),
-    }
+        _ => {
+            s.value()?;
+            Ok(Err(Unparsed::NotJsonRpc))
+        }
+    })
+    .map_err(Unparsed::NotJson)?;
+    let (messages, batch) = read?;
+    Ok(Inbound { messages, batch })
 }
 
-fn message(raw: &[u8], keep_arguments: bool) -> Result<Message, Unparsed> {
-    if kind(raw) != Kind::Object {
-        return Err(Unparsed::NotJsonRpc);
-    }
-    let members = json::members(raw).map_err(Unparsed::NotJson)?;
-    let (mut version, mut method, mut id, mut params, mut answer) = (None, None, None, None, false);
-    for (k, v) in &members {
+/// The `params` members the layer reads, as raw values.
+#[derive(Default)]
+struct Params<'a> {
+    name: Option<&'a [u8]>,
+    uri: Option<&'a [u8]>,
+    task_id: Option<&'a [u8]>,
+    arguments: Option<&'a [u8]>,
+}
+
+/// Read one message object at the cursor (the outer error: not JSON; the inner: not
+/// JSON-RPC).
+fn message<'a>(
+    s: &mut Scanner<'a>,
+    keep_arguments: bool,
+) -> Result<Result<Message, Unparsed>, JsonError> {
+    let (mut version, mut method, mut id, mut answer) = (None, None, None, false);
+    let mut params = Params::default();
+    s.object(|s, k| {
         match k.as_ref() {
-            "jsonrpc" => version = as_str(v),
-            "method" => method = Some(as_str(v).ok_or(Unparsed::NotJsonRpc)?),
-            "id" => id = Some(*v),
-            "params" => params = Some(*v),
-            "result" | "error" => answer = true,
-            _ => {}
+            "params" if s.next_kind() == Some(Kind::Object) => {
+                s.object(|s, pk| {
+                    let v = s.value()?;
+                    match pk.as_ref() {
+                        "name" => params.name = Some(v),
+                        "uri" => params.uri = Some(v),
+                        "taskId" => params.task_id = Some(v),
+                        "arguments" => params.arguments = Some(v),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+            }
+            "jsonrpc" => version = Some(s.value()?),
+            "method" => method = Some(s.value()?),
+            "id" => id = Some(s.value()?),
+            "result" | "error" => {
+                s.value()?;
+                answer = true;
+            }
+            _ => {
+                s.value()?;
+            }
         }
-    }
-    if version.as_deref() != Some("2.0") {
+        Ok(())
+    })?;
+    Ok(build(version, method, id, answer, params, keep_arguments))
+}
+
+fn build(
+    version: Option<&[u8]>,
+    method: Option<&[u8]>,
+    id: Option<&[u8]>,
+    answer: bool,
+    params: Params<'_>,
+    keep_arguments: bool,
+) -> Result<Message, Unparsed> {
+    if version.and_then(as_str).as_deref() != Some("2.0") {
         return Err(Unparsed::NotJsonRpc);
     }
+    let method = match method {
+        Some(m) => Some(as_str(m).ok_or(Unparsed::NotJsonRpc)?.into_owned()),
+        None => None,
+    };
     let parsed_id = match id {
         Some(v) if kind(v) == Kind::Null => None,
         Some(v) => Some(Id::parse(v).ok_or(Unparsed::NotJsonRpc)?),
@@ -168,41 +215,26 @@ fn message(raw: &[u8], keep_arguments: bool) -> Result<Message, Unparsed> {
         (None, _, true) => MessageKind::Response,
         _ => return Err(Unparsed::NotJsonRpc),
     };
-    let method = method.map(|m| m.into_owned());
-    let mut tool = None;
-    let mut mirrored_name = None;
-    let mut arguments = None;
-    if let (Some(m), Some(p)) = (&method, params) {
-        let field = mirrored_field(m);
-        if kind_is_object(p) && (field.is_some() || m == "tools/call") {
-            for (k, v) in json::members(p).map_err(Unparsed::NotJson)? {
-                if Some(k.as_ref()) == field {
-                    mirrored_name = as_str(v).map(|s| s.into_owned());
-                }
-                if m == "tools/call" {
-                    match k.as_ref() {
-                        "name" => tool = as_str(v).map(|s| s.into_owned()),
-                        "arguments" if keep_arguments => {
-                            arguments = std::str::from_utf8(v).ok().map(str::to_string)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
+    let text = |v: Option<&[u8]>| v.and_then(as_str).map(|s| s.into_owned());
+    let m = method.as_deref().unwrap_or_default();
+    let mirrored_name = match mirrored_field(m) {
+        Some("name") => text(params.name),
+        Some("uri") => text(params.uri),
+        Some("taskId") => text(params.task_id),
+        _ => None,
+    };
+    let is_call = m == "tools/call";
     Ok(Message {
         kind,
+        tool: if is_call { text(params.name) } else { None },
+        arguments: match (is_call && keep_arguments, params.arguments) {
+            (true, Some(a)) => std::str::from_utf8(a).ok().map(str::to_string),
+            _ => None,
+        },
         method,
         id: parsed_id,
-        tool,
         mirrored_name,
-        arguments,
     })
-}
-
-fn kind_is_object(raw: &[u8]) -> bool {
-    kind(raw) == Kind::Object
 }
 
 /// How a request was answered.
