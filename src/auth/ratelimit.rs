@@ -1,26 +1,101 @@
-//! Token buckets: one per client IP for cache-missing introspections, and a global one
-//! for `/register`.
+//! Token buckets that protect the IdP from cache-missing tokens, and a global one for
+//! `/register`.
+//!
+//! The introspection model (README "Flood protection"):
+//! - Each client key — an IPv4 address, or an IPv6 /64 (one host's whole prefix) — has a
+//!   bucket of `per_client_burst` tokens refilled at `per_client_rate` per second. A cache
+//!   miss takes one token before tsidp is asked, and gives it back when the token turns out
+//!   active: only misses that come back inactive or failed spend a client's budget, so the
+//!   many users behind one address (all of Claude.ai comes from one published range) are not
+//!   throttled for having tokens that are new.
+//! - A client that sent a bad token in the last minute also takes from one global bucket
+//!   (`global_rate`, `global_burst`), given back the same way. A flood of
+//!   random tokens from many addresses is thus capped as a whole, while clients with no bad
+//!   tokens are never held back by it.
+//! - Buckets live in a bounded cache (moka: O(1) eviction, entries idle for a minute are
+//!   dropped, which leaves them full again).
+//! - The global cap on concurrent introspection calls is separate (`max_concurrent`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Beyond this many tracked clients, full (idle) buckets are dropped.
-const MAX_TRACKED: usize = 50_000;
+/// How many client keys are tracked at most.
+const MAX_TRACKED: u64 = 100_000;
+/// A bucket unused this long is dropped (it would be full again by then at any sane rate).
+const IDLE_DROP: Duration = Duration::from_secs(60);
+/// How long a bad miss marks its client as one that must also spend the global budget.
+const BAD_MEMORY: Duration = Duration::from_secs(60);
 
+/// One token bucket.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
-/// A token bucket of `burst` tokens refilled at `rate` per second, per key.
-#[derive(Debug)]
+impl Bucket {
+    pub fn full(burst: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        self.at = now;
+    }
+
+    /// Take one token; `None` when there is none.
+    pub fn take(&mut self, rate: f64, burst: f64, now: Instant) -> Option<()> {
+        self.refill(rate, burst, now);
+        if self.tokens < 1.0 {
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(())
+    }
+
+    /// Give one token back.
+    pub fn give_back(&mut self, burst: f64) {
+        self.tokens = (self.tokens + 1.0).min(burst);
+    }
+}
+
+/// The key a client is limited under: its IPv4 address, or its IPv6 /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// A token bucket of `burst` tokens refilled at `rate` per second, per client key.
 pub struct KeyedLimiter {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<Client>>>,
+}
+
+/// One client's state: its bucket, and when it last sent a bad token.
+#[derive(Debug)]
+struct Client {
+    bucket: Bucket,
+    last_bad: Option<Instant>,
+}
+
+impl std::fmt::Debug for KeyedLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedLimiter")
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .finish()
+    }
 }
 
 impl KeyedLimiter {
@@ -28,56 +103,162 @@ impl KeyedLimiter {
         KeyedLimiter {
             rate,
             burst: f64::from(burst),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED)
+                .time_to_idle(IDLE_DROP)
+                .build(),
         }
     }
 
-    /// Take one token for `key` at `now`; false when the bucket is empty.
-    pub fn allow_at(&self, key: IpAddr, now: Instant) -> bool {
-        let Ok(mut map) = self.buckets.lock() else {
-            return false;
-        };
-        if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
-            let (rate, burst) = (self.rate, self.burst);
-            map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
-        }
-        let b = map.entry(key).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        let refill = now.duration_since(b.at).as_secs_f64() * self.rate;
-        b.tokens = (b.tokens + refill).min(self.burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
+    fn client(&self, ip: IpAddr, now: Instant) -> Arc<Mutex<Client>> {
+        self.buckets.get_with(client_key(ip), || {
+            Arc::new(Mutex::new(Client {
+                bucket: Bucket::full(self.burst, now),
+                last_bad: None,
+            }))
+        })
+    }
+
+    /// Take one token for `ip` at `now`: `Some(clean)` when there was one (`clean`: no bad
+    /// token from this client in the last minute), `None` when its budget is spent.
+    pub fn take_at(&self, ip: IpAddr, now: Instant) -> Option<bool> {
+        let c = self.client(ip, now);
+        let mut c = c.lock().ok()?;
+        c.bucket.take(self.rate, self.burst, now)?;
+        Some(
+            c.last_bad
+                .is_none_or(|t| now.saturating_duration_since(t) > BAD_MEMORY),
+        )
+    }
+
+    /// Give back the token taken for `ip` (its miss turned out active).
+    pub fn give_back(&self, ip: IpAddr) {
+        if let Some(c) = self.buckets.get(&client_key(ip)) {
+            if let Ok(mut c) = c.lock() {
+                c.bucket.give_back(self.burst);
+            }
         }
     }
 
-    pub fn allow(&self, key: IpAddr) -> bool {
-        self.allow_at(key, Instant::now())
+    /// Remember that `ip` sent a bad token (inactive, or a failed lookup) at `now`.
+    pub fn mark_bad(&self, ip: IpAddr, now: Instant) {
+        if let Ok(mut c) = self.client(ip, now).lock() {
+            c.last_bad = Some(now);
+        }
+    }
+
+    /// Take one token; false when the bucket is empty.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        self.take_at(ip, Instant::now()).is_some()
+    }
+}
+
+/// One bucket shared by every client (see the module docs).
+#[derive(Debug)]
+pub struct GlobalLimiter {
+    rate: f64,
+    burst: f64,
+    bucket: Mutex<Bucket>,
+}
+
+impl GlobalLimiter {
+    pub fn new(rate: f64, burst: u32) -> Self {
+        GlobalLimiter {
+            rate,
+            burst: f64::from(burst),
+            bucket: Mutex::new(Bucket::full(f64::from(burst), Instant::now())),
+        }
+    }
+
+    pub fn take_at(&self, now: Instant) -> bool {
+        self.bucket
+            .lock()
+            .ok()
+            .and_then(|mut b| b.take(self.rate, self.burst, now))
+            .is_some()
+    }
+
+    pub fn give_back(&self) {
+        if let Ok(mut b) = self.bucket.lock() {
+            b.give_back(self.burst);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn burst_then_rate() {
         let l = KeyedLimiter::new(2.0, 3);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let other: IpAddr = "198.51.100.2".parse().unwrap();
         let t0 = Instant::now();
-        assert!(l.allow_at(ip, t0));
-        assert!(l.allow_at(ip, t0));
-        assert!(l.allow_at(ip, t0));
-        assert!(!l.allow_at(ip, t0));
-        assert!(l.allow_at(other, t0), "buckets are per client");
-        assert!(l.allow_at(ip, t0 + Duration::from_millis(500)));
-        assert!(!l.allow_at(ip, t0 + Duration::from_millis(500)));
+        assert_eq!(l.take_at(ip, t0), Some(true), "a fresh client is clean");
+        l.mark_bad(ip, t0);
+        assert_eq!(l.take_at(ip, t0), Some(false), "a bad token marks it");
+        assert_eq!(l.take_at(ip, t0), Some(false));
+        assert_eq!(l.take_at(ip, t0), None);
+        assert_eq!(l.take_at(other, t0), Some(true), "buckets are per client");
+        assert!(l.take_at(ip, t0 + Duration::from_millis(500)).is_some());
+        assert!(l.take_at(ip, t0 + Duration::from_millis(500)).is_none());
+        assert_eq!(
+            l.take_at(ip, t0 + Duration::from_secs(61)),
+            Some(true),
+            "the mark fades after a minute"
+        );
+    }
+
+    #[test]
+    fn given_back_tokens_cost_nothing() {
+        let l = KeyedLimiter::new(0.001, 2);
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..200 {
+            assert!(
+                l.take_at(ip, t0).is_some(),
+                "active misses never spend the budget"
+            );
+            l.give_back(ip);
+        }
+        assert_eq!(l.take_at(ip, t0), Some(true));
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64() {
+        let cases: &[(&str, &str)] = &[
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
+            ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::"),
+            ("::ffff:198.51.100.7", "198.51.100.7"),
+            ("198.51.100.7", "198.51.100.7"),
+        ];
+        for (ip, key) in cases {
+            assert_eq!(
+                client_key(ip.parse().unwrap()),
+                key.parse::<IpAddr>().unwrap(),
+                "{ip}"
+            );
+        }
+        let l = KeyedLimiter::new(0.001, 1);
+        let t0 = Instant::now();
+        assert!(l.take_at("2001:db8:1:2::1".parse().unwrap(), t0).is_some());
+        assert!(
+            l.take_at("2001:db8:1:2::ffff".parse().unwrap(), t0)
+                .is_none(),
+            "another address in the same /64 shares the budget"
+        );
+        assert!(l.take_at("2001:db8:1:3::1".parse().unwrap(), t0).is_some());
+    }
+
+    #[test]
+    fn global_bucket() {
+        let g = GlobalLimiter::new(0.001, 2);
+        let t0 = Instant::now();
+        assert!(g.take_at(t0));
+        assert!(g.take_at(t0));
+        assert!(!g.take_at(t0));
+        g.give_back();
+        assert!(g.take_at(t0));
     }
 }

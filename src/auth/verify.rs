@@ -13,7 +13,7 @@
 
 use super::introspect::{introspect, now_unix, Claims, IntrospectError};
 use super::metadata::AsMetadata;
-use super::ratelimit::KeyedLimiter;
+use super::ratelimit::{GlobalLimiter, KeyedLimiter};
 use crate::config::secrets::Secret;
 use crate::config::{AudienceCheck, Auth};
 use crate::mcp::policy::{Caller, ClaimGrant};
@@ -200,6 +200,7 @@ pub struct Verifier {
     secret: Secret,
     cache: Cache<[u8; 32], Verdict>,
     limiter: KeyedLimiter,
+    global: GlobalLimiter,
     in_flight: Semaphore,
     metrics: Arc<Metrics>,
     issuer: String,
@@ -212,6 +213,31 @@ pub struct Verifier {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Verifier")
+    }
+}
+
+/// The budget one miss took, given back when its token is active.
+#[derive(Debug, Default)]
+struct Spent {
+    client: Option<IpAddr>,
+    global: bool,
+}
+
+impl Spent {
+    /// The token was bad (or the lookup failed): the budget stays spent.
+    fn keep(self, v: &Verifier) {
+        if let Some(ip) = self.client {
+            v.limiter.mark_bad(ip, Instant::now());
+        }
+    }
+
+    fn give_back(self, v: &Verifier) {
+        if let Some(ip) = self.client {
+            v.limiter.give_back(ip);
+        }
+        if self.global {
+            v.global.give_back();
+        }
     }
 }
 
@@ -242,6 +268,10 @@ impl Verifier {
             limiter: KeyedLimiter::new(
                 cfg.introspection.per_client_rate,
                 cfg.introspection.per_client_burst,
+            ),
+            global: GlobalLimiter::new(
+                cfg.introspection.global_rate,
+                cfg.introspection.global_burst,
             ),
             in_flight: Semaphore::new(cfg.introspection.max_concurrent),
             issuer: normalise_url(cfg.issuer.as_str()).to_string(),
@@ -362,13 +392,24 @@ impl Verifier {
         token: &str,
         client: Option<IpAddr>,
     ) -> Result<Verdict, MissError> {
+        // The flood model (see `ratelimit`): a miss takes a token from its client's budget,
+        // and from the global one when the client sent bad tokens recently; both come back
+        // if the token is active.
+        let now = Instant::now();
+        let mut spent = Spent::default();
         if let Some(ip) = client {
-            if !self.limiter.allow(ip) {
-                self.metrics
-                    .introspections
-                    .with_label_values(&["rate_limited"])
-                    .inc();
-                return Err(MissError::RateLimited);
+            match self.limiter.take_at(ip, now) {
+                None => return Err(self.rate_limited()),
+                Some(true) => spent.client = Some(ip),
+                Some(false) => {
+                    // This client sent a bad token lately: the global budget pays too.
+                    if !self.global.take_at(now) {
+                        self.limiter.give_back(ip);
+                        return Err(self.rate_limited());
+                    }
+                    spent.client = Some(ip);
+                    spent.global = true;
+                }
             }
         }
         let permit =
@@ -410,6 +451,7 @@ impl Verifier {
                 self.inactive_streak.store(0, Ordering::Relaxed);
                 let tool_grants = self.tool_grants(token).await?;
                 drop(permit);
+                spent.give_back(self);
                 let principal = Principal {
                     sub: claims.sub.clone(),
                     username: claims.username.clone(),
@@ -419,6 +461,7 @@ impl Verifier {
                 Ok(Verdict::Active(Arc::new(claims), Arc::new(principal)))
             }
             Ok(Ok(_)) => {
+                spent.keep(self);
                 self.metrics
                     .introspections
                     .with_label_values(&["inactive"])
@@ -435,6 +478,7 @@ impl Verifier {
                 Ok(Verdict::Inactive)
             }
             Ok(Err(e)) => {
+                spent.keep(self);
                 self.metrics
                     .introspections
                     .with_label_values(&["error"])
@@ -448,6 +492,7 @@ impl Verifier {
                 Err(MissError::Idp)
             }
             Err(_) => {
+                spent.keep(self);
                 self.metrics
                     .introspections
                     .with_label_values(&["timeout"])
@@ -459,6 +504,14 @@ impl Verifier {
                 Err(MissError::Idp)
             }
         }
+    }
+
+    fn rate_limited(&self) -> MissError {
+        self.metrics
+            .introspections
+            .with_label_values(&["rate_limited"])
+            .inc();
+        MissError::RateLimited
     }
 
     /// Log at error level, at most once a minute.

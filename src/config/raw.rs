@@ -176,6 +176,8 @@ pub struct RawIntrospection {
     pub max_concurrent: Option<Num<usize>>,
     pub per_client_rate: Option<Num<f64>>,
     pub per_client_burst: Option<Num<u32>>,
+    pub global_rate: Option<Num<f64>>,
+    pub global_burst: Option<Num<u32>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

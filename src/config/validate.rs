@@ -177,6 +177,9 @@ pub struct Introspection {
     /// Cache-missing introspections allowed per client IP per second.
     pub per_client_rate: f64,
     pub per_client_burst: u32,
+    /// The global budget of bad (inactive or failed) misses, per second and burst.
+    pub global_rate: f64,
+    pub global_burst: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +228,9 @@ pub const DEFAULT_INTROSPECTION_CONCURRENCY: usize = 16;
 /// Default cache-miss introspections per client IP per second, and burst.
 pub const DEFAULT_PER_CLIENT_RATE: f64 = 5.0;
 pub const DEFAULT_PER_CLIENT_BURST: u32 = 20;
+/// Default global budget of bad misses per second, and burst (see `auth::ratelimit`).
+pub const DEFAULT_GLOBAL_RATE: f64 = 20.0;
+pub const DEFAULT_GLOBAL_BURST: u32 = 100;
 /// Default `/register` rate when enabled.
 pub const DEFAULT_REGISTRATIONS_PER_MINUTE: u32 = 5;
 /// Default refresh period of tsidp's AS metadata.
@@ -1076,6 +1082,8 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
             "max_concurrent",
             "per_client_rate",
             "per_client_burst",
+            "global_rate",
+            "global_burst",
         ],
     );
     let max_response_bytes = match i.max_response_bytes.as_ref().map(parse_size) {
@@ -1118,6 +1126,18 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
             DEFAULT_PER_CLIENT_BURST,
             "a whole number",
         ),
+        global_rate: e.num(
+            "auth.introspection.global_rate",
+            i.global_rate,
+            DEFAULT_GLOBAL_RATE,
+            "a number",
+        ),
+        global_burst: e.num(
+            "auth.introspection.global_burst",
+            i.global_burst,
+            DEFAULT_GLOBAL_BURST,
+            "a whole number",
+        ),
     };
     if introspection.max_concurrent == 0 {
         e.add(
@@ -1130,6 +1150,15 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
             "auth.introspection.per_client_rate",
             "must be a positive number",
         );
+    }
+    if !(introspection.global_rate > 0.0 && introspection.global_rate.is_finite()) {
+        e.add(
+            "auth.introspection.global_rate",
+            "must be a number greater than 0",
+        );
+    }
+    if introspection.global_burst == 0 {
+        e.add("auth.introspection.global_burst", "must be greater than 0");
     }
     if introspection.per_client_burst == 0 {
         e.add(

@@ -525,3 +525,94 @@ async fn wrong_bridge_credentials_are_reported_loudly() {
     }
     b.wait_for_log("AUTH MISCONFIGURED").await;
 }
+
+#[tokio::test]
+async fn many_active_tokens_from_one_address_are_never_throttled() {
+    // All of Claude.ai's users come from a few addresses: 200 new, active tokens from one
+    // address within seconds must not be refused (only bad misses spend a client's budget).
+    let (idp, up) = (Idp::start().await, Upstream::start().await);
+    let b = bridge(&idp, &up, "").await;
+    for i in 0..200 {
+        idp.grant(&format!("user-token-{i}"), &format!("{i}"), AUD, 300);
+    }
+    let c = client();
+    let mut set = tokio::task::JoinSet::new();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    for i in 0..200 {
+        let (c, url, sem) = (c.clone(), b.url("/mcp/a"), sem.clone());
+        set.spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            c.post(url)
+                .bearer_auth(format!("user-token-{i}"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let mut by_status = std::collections::BTreeMap::new();
+    while let Some(s) = set.join_next().await {
+        *by_status.entry(s.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(by_status.get(&200), Some(&200), "{by_status:?}");
+    assert_eq!(idp.introspections(), 200);
+}
+
+#[tokio::test]
+async fn random_tokens_from_many_addresses_are_capped_globally() {
+    let (idp, up) = (Idp::start().await, Upstream::start().await);
+    let b = bridge(
+        &idp,
+        &up,
+        "  introspection:\n    global_rate: 1\n    global_burst: 20\n",
+    )
+    .await;
+    init();
+    let mut set = tokio::task::JoinSet::new();
+    for a in 0..250u32 {
+        // 127.0.1.0/24 and 127.0.2.0/24: loopback source addresses, one client each.
+        let local = std::net::IpAddr::from([127, 0, 1 + (a / 200) as u8, (a % 200 + 1) as u8]);
+        let c = reqwest::Client::builder()
+            .local_address(local)
+            .timeout(HANG_GUARD)
+            .build()
+            .unwrap();
+        let url = b.url("/mcp/a");
+        set.spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..4 {
+                let r = c
+                    .post(&url)
+                    .bearer_auth(format!("random-{a}-{i}"))
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+                out.push(r.status().as_u16());
+            }
+            out
+        });
+    }
+    let mut by_status = std::collections::BTreeMap::new();
+    while let Some(s) = set.join_next().await {
+        for code in s.unwrap() {
+            *by_status.entry(code).or_insert(0) += 1;
+        }
+    }
+    let calls = idp.introspections();
+    // One free miss per fresh address, then the global budget (20 + 1/s) for all of them.
+    assert!(
+        calls <= 250 + 20 + 30,
+        "{calls} introspections for 1000 random tokens from 250 addresses: {by_status:?}"
+    );
+    assert!(
+        by_status.get(&429).copied().unwrap_or(0) >= 600,
+        "{by_status:?}"
+    );
+    assert!(
+        b.stderr().contains("127.0.2.50"),
+        "the access log sees each source address"
+    );
+}
