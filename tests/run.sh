@@ -48,6 +48,9 @@ cargo test --all-targets "$@"
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 cargo build -p tailscale-test-double
+# rustc bundles a static native library into the rlib of the crate that links it, so a
+# libtailscale-sys built against an older double would keep it: rebuild that small crate.
+cargo clean -p libtailscale-sys --quiet
 export TAILBRIDGE_TEST_DOUBLE_ARGS="--features tailscale --config target.$TRIPLE.tailscale.rustc-link-search=[\"$TARGET_DIR/debug\"] --config target.$TRIPLE.tailscale.rustc-link-lib=[\"static=tailscale_test_double\"]"
 # shellcheck disable=SC2086
 cargo test $TAILBRIDGE_TEST_DOUBLE_ARGS --test integration tsnet "$@"

@@ -51,6 +51,56 @@ struct Route {
     upstream_token: Option<Secret>,
     /// The MCP layer of this endpoint: tool policy and tool-name labels.
     tools: crate::mcp::EndpointTools,
+    /// Dials the upstream; also the liveness probe.
+    dialer: Arc<EndpointDialer>,
+    liveness: Liveness,
+}
+
+/// How long an endpoint may be quiet before a request that reuses a pooled connection first
+/// checks that the upstream still answers a dial.
+const LIVENESS_QUIET: Duration = Duration::from_secs(2);
+
+/// What the proxy knows about an endpoint's upstream being there.
+#[derive(Debug, Default)]
+struct Liveness {
+    /// When the upstream last answered (ms since `EPOCH`).
+    last_answer_ms: std::sync::atomic::AtomicU64,
+    /// Bumped when the upstream is found gone: its pooled connections are never reused
+    /// (they are under another pool key), and idle out.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// The time base of `Liveness`.
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+impl Liveness {
+    fn answered(&self) {
+        self.last_answer_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = self
+            .last_answer_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(last))
+    }
+
+    fn gone(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The proxy: routing table, endpoints and shared services.
@@ -109,8 +159,11 @@ impl Bridge {
                 None => None,
             };
             metrics.init_endpoint(&ep.name);
+            let (peer, dialer) = peer_for(ep, index, connector.clone(), metrics.clone());
             routes.push(Route {
-                peer: peer_for(ep, index, connector.clone(), metrics.clone()),
+                peer,
+                dialer,
+                liveness: Liveness::default(),
                 tools: crate::mcp::EndpointTools::new(ep.tools.clone()),
                 ep: ep.clone(),
                 upstream_token,
@@ -159,12 +212,15 @@ impl Bridge {
                     tools: crate::mcp::policy::ToolPolicy::default(),
                 };
                 (
-                    Some(peer_for(
-                        &idp,
-                        config.endpoints.len(),
-                        connector.clone(),
-                        metrics.clone(),
-                    )),
+                    Some(
+                        peer_for(
+                            &idp,
+                            config.endpoints.len(),
+                            connector.clone(),
+                            metrics.clone(),
+                        )
+                        .0,
+                    ),
                     authority,
                 )
             }
@@ -369,7 +425,7 @@ fn peer_for(
     index: usize,
     connector: Arc<dyn Connector>,
     metrics: Arc<Metrics>,
-) -> HttpPeer {
+) -> (HttpPeer, Arc<EndpointDialer>) {
     // The connector resolves the host itself; pingora only needs a placeholder that can
     // never be dialed by accident.
     let placeholder = SocketAddr::from(([0, 0, 0, 0], ep.port));
@@ -391,15 +447,16 @@ fn peer_for(
     // Pingora applies this to every upstream read: it is the idle gap between SSE events.
     // The (shorter) wait for the response head is the first-byte watchdog's job.
     peer.options.read_timeout = Some(ep.timeouts.idle);
-    peer.options.custom_l4 = Some(Arc::new(EndpointDialer {
+    let dialer = Arc::new(EndpointDialer {
         endpoint: Arc::from(ep.name.as_str()),
         host: ep.host.clone(),
         port: ep.port,
         connect_timeout: ep.timeouts.connect,
         connector,
         metrics,
-    }));
-    peer
+    });
+    peer.options.custom_l4 = Some(dialer.clone());
+    (peer, dialer)
 }
 
 /// Map a proxy error to the refusal it stands for.
@@ -522,7 +579,11 @@ impl ProxyHttp for Bridge {
         let i = ctx
             .endpoint
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint chosen"))?;
-        Ok(Box::new(self.routes[i].peer.clone()))
+        let route = &self.routes[i];
+        let mut peer = Box::new(route.peer.clone());
+        // A new generation after the upstream was found gone: a fresh pool.
+        peer.group_key |= route.liveness.generation() << 32;
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -667,7 +728,7 @@ impl ProxyHttp for Bridge {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
@@ -678,7 +739,14 @@ impl ProxyHttp for Bridge {
             .filter(|_| ctx.idp_path.is_none())
             .map(|i| &self.routes[i])
         {
-            match watchdog::FirstByteWatchdog::arm(fd, route.ep.timeouts.first_byte) {
+            // A pooled connection to an endpoint that has been quiet may lead to a peer
+            // that vanished: check with a fresh dial while the request waits.
+            let probe: Option<futures::future::BoxFuture<'static, bool>> =
+                (reused && route.liveness.quiet_for() > LIVENESS_QUIET).then(|| {
+                    let dialer = route.dialer.clone();
+                    Box::pin(async move { dialer.answers().await }) as _
+                });
+            match watchdog::FirstByteWatchdog::arm(fd, route.ep.timeouts.first_byte, probe) {
                 Ok(w) => ctx.first_byte = Some(w),
                 Err(e) => log::warn!("cannot arm the first-byte timer: {e}"),
             }
@@ -695,16 +763,31 @@ impl ProxyHttp for Bridge {
         if let Some(w) = &ctx.first_byte {
             w.disarm();
         }
+        if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
+            self.routes[i].liveness.answered();
+        }
         Ok(())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let first_byte_expired = ctx.first_byte.as_ref().is_some_and(|w| w.fired());
-        let why = if first_byte_expired {
+        let peer_gone = ctx.first_byte.as_ref().is_some_and(|w| w.peer_gone());
+        let why = if peer_gone {
+            Some(Rejection::UpstreamUnreachable)
+        } else if first_byte_expired {
             Some(Rejection::UpstreamTimeout)
         } else {
             classify(e)
         };
+        // The upstream is gone (or not answering): its pooled connections are not reused.
+        if matches!(
+            why,
+            Some(Rejection::UpstreamUnreachable | Rejection::UpstreamTimeout)
+        ) {
+            if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
+                self.routes[i].liveness.gone();
+            }
+        }
         let client_gone = matches!(
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed

@@ -154,6 +154,21 @@ pub struct EndpointDialer {
     pub metrics: Arc<Metrics>,
 }
 
+impl EndpointDialer {
+    /// Whether the upstream still answers a dial within the connect timeout (the probe a
+    /// request makes before trusting a pooled connection that has been quiet).
+    pub async fn answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(
+                self.connect_timeout,
+                self.connector.dial(&self.host, self.port)
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+}
+
 #[async_trait]
 impl pingora::connectors::L4Connect for EndpointDialer {
     async fn connect(&self, _placeholder: &PingoraSocketAddr) -> pingora::Result<Stream> {
@@ -174,7 +189,7 @@ impl pingora::connectors::L4Connect for EndpointDialer {
             .with_label_values(&[&self.endpoint])
             .observe(started.elapsed().as_secs_f64());
         match dialed {
-            Ok(conn) => Ok(conn.into_stream()),
+            Ok(conn) => Ok(conn.into_stream(self.connect_timeout)),
             Err(e) => {
                 self.metrics
                     .upstream_connect_errors

@@ -1,8 +1,10 @@
 //! Tailnet connector modes through the running binary: socks5 against the real
-//! `microsocks` (apt), tsnet through the libtailscale test double.
+//! `microsocks` (apt), tsnet through the libtailscale test double, and a direct upstream in a
+//! network namespace that vanishes.
 
 #[cfg(feature = "tailscale")]
 mod tsnet;
+mod vanish;
 
 use crate::common::idp::{Idp, CLIENT_ID, CLIENT_SECRET};
 use crate::common::*;

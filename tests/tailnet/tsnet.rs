@@ -247,3 +247,39 @@ async fn oauth_client_secret_mints_a_tagged_key() {
         "the client secret must not be logged"
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_vanishes_without_closing_fails_within_the_connect_timeout() {
+    // A request warms the pool; the upstream's node then goes silent (no FIN, no RST: the
+    // socketpair stays open and nothing comes back). The next request must fail within the
+    // endpoint's connect timeout, not wait for the five-minute first-byte deadline.
+    let up = Upstream::start().await;
+    let state = temp_dir("tsnet-silent");
+    let endpoints = format!(
+        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n    timeouts: {{connect: 2s, first_byte: 5m}}\n",
+        up.addr.port()
+    );
+    let b = Bridge::start_with_env(
+        "",
+        &tsnet_config(&state, "", &endpoints),
+        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
+    )
+    .await;
+    assert_eq!(post_status(&b.url("/mcp/a")).await, 200);
+    std::fs::write(
+        state.join("test-double-silent"),
+        format!("{}\n", up.addr.port()),
+    )
+    .unwrap();
+    // The endpoint has been quiet for a moment when the next request comes.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // HANG_GUARD (30 s) is far below the first-byte deadline: a hang fails the test.
+    let status = post_status(&b.url("/mcp/a")).await;
+    assert_eq!(status, 502, "{}", b.stderr());
+    // Once the peer is known gone, no dead pooled connection is reused: every later request
+    // dials afresh, bounded by the connect timeout.
+    assert!(matches!(post_status(&b.url("/mcp/a")).await, 502 | 504));
+    // The peer comes back: traffic flows again.
+    std::fs::remove_file(state.join("test-double-silent")).unwrap();
+    assert_eq!(post_status(&b.url("/mcp/a")).await, 200);
+}

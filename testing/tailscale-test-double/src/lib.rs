@@ -15,6 +15,10 @@
 //! - `tailscale_loopback` serves SOCKS5 (user `tsnet`, password = proxy credential) and the
 //!   LocalAPI `/localapi/v0/status` on one loopback port.
 //! - `tailscale_close` on an ephemeral node writes `<state_dir>/test-double-logged-out`.
+//! - The file `<state_dir>/test-double-silent` lists ports (one per line) whose peers have
+//!   vanished without closing, as a tailnet machine that sleeps, loses power or is
+//!   partitioned does: new dials to them hang until the port is no longer listed, and open
+//!   connections stay open but carry nothing either way (bytes written are dropped).
 
 // These functions implement a C API: pointer validity is the caller's side of the contract
 // written in libtailscale's `tailscale.h`, as for the real library.
@@ -108,6 +112,12 @@ fn log_dial(sd: c_int, target: &str) {
     }
 }
 
+/// Whether the peer on `port` has vanished (listed in `test-double-silent`).
+fn silent(dir: Option<&PathBuf>, port: u16) -> bool {
+    dir.and_then(|d| std::fs::read_to_string(d.join("test-double-silent")).ok())
+        .is_some_and(|s| s.lines().any(|l| l.trim().parse() == Ok(port)))
+}
+
 /// Resolve a tailnet name the test double's way: everything is 127.0.0.1.
 fn connect(sd: c_int, host: &str, port: u16) -> Result<TcpStream, String> {
     if offline(sd) {
@@ -119,21 +129,46 @@ fn connect(sd: c_int, host: &str, port: u16) -> Result<TcpStream, String> {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    // A vanished peer: the dial hangs (no timeout on the Go side) until it is back.
+    while silent(dir_of(sd).as_ref(), port) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("dial {host}:{port}: {e}"))
 }
 
-fn pipe(a: TcpStream, b: UnixStream) {
-    let (mut a2, mut b2) = match (a.try_clone(), b.try_clone()) {
+/// Copy `from` to `to` until `from` ends, dropping the bytes while the peer is silent.
+fn copy_unless_silent(mut from: impl Read, mut to: impl Write, dir: Option<PathBuf>, port: u16) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if silent(dir.as_ref(), port) {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn pipe(a: TcpStream, b: UnixStream, dir: Option<PathBuf>, port: u16) {
+    let (a2, b2) = match (a.try_clone(), b.try_clone()) {
         (Ok(x), Ok(y)) => (x, y),
         _ => return,
     };
-    let (mut a, mut b) = (a, b);
+    let back = dir.clone();
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut a, &mut b);
-        let _ = b.shutdown(Shutdown::Write);
+        copy_unless_silent(&a, &b, dir.clone(), port);
+        // A silent peer never closes: the Go side keeps the socketpair open too.
+        if !silent(dir.as_ref(), port) {
+            let _ = b.shutdown(Shutdown::Write);
+        }
     });
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut b2, &mut a2);
+        copy_unless_silent(&b2, &a2, back, port);
         let _ = a2.shutdown(Shutdown::Write);
     });
 }
@@ -255,7 +290,7 @@ pub extern "C" fn tailscale_dial(
     let Ok((ours, theirs)) = UnixStream::pair() else {
         return fail(sd, "socketpair failed");
     };
-    pipe(tcp, theirs);
+    pipe(tcp, theirs, dir_of(sd), port);
     // SAFETY: conn_out is non-null (checked) and points to a writable tailscale_conn.
     unsafe { *conn_out = ours.into_raw_fd() };
     0
@@ -482,4 +517,20 @@ pub extern "C" fn tailscale_enable_funnel_to_localhost_plaintext_http1(
     _p: c_int,
 ) -> c_int {
     fail(sd, "funnel is not supported by the test double")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_ports_are_read_from_the_marker_file() {
+        let d = std::env::temp_dir().join(format!("tsd-silent-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        assert!(!silent(Some(&d), 18411));
+        std::fs::write(d.join("test-double-silent"), "18411\n").unwrap();
+        assert!(silent(Some(&d), 18411));
+        assert!(!silent(Some(&d), 18412));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
