@@ -88,6 +88,7 @@ pub struct RawServer {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub strip_request_headers: Option<Vec<String>>,
+    pub allowed_client_cidrs: Option<Vec<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -276,6 +277,7 @@ pub struct RawEndpoint {
     pub timeouts: Option<RawTimeouts>,
     pub tls_verify: Option<bool>,
     pub tools: Option<RawTools>,
+    pub allowed_client_cidrs: Option<Vec<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -86,6 +86,8 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// Extra client header names (lower-case; `prefix*` patterns) never forwarded upstream.
     pub strip_request_headers: Vec<String>,
+    /// Client networks allowed to call endpoints, `/token` and `/register` (empty = all).
+    pub allowed_client_cidrs: Vec<crate::proxy::cidr::Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -402,6 +404,8 @@ pub struct Endpoint {
     pub tls_verify: bool,
     /// Which tools may be called, by whom (`tools`).
     pub tools: ToolPolicy,
+    /// This endpoint's client allowlist, replacing the server's when set.
+    pub allowed_client_cidrs: Option<Vec<crate::proxy::cidr::Cidr>>,
 }
 
 /// Collects errors while walking the raw config.
@@ -581,8 +585,15 @@ fn server(e: &mut Errors, raw: RawServer) -> Server {
             "pid_file",
             "upgrade_sock",
             "strip_request_headers",
+            "allowed_client_cidrs",
         ],
     );
+    let allowed_client_cidrs = cidrs(
+        e,
+        "server.allowed_client_cidrs",
+        raw.allowed_client_cidrs.as_deref(),
+    )
+    .unwrap_or_default();
     let mut strip_request_headers = Vec::new();
     for (i, h) in raw
         .strip_request_headers
@@ -649,6 +660,7 @@ fn server(e: &mut Errors, raw: RawServer) -> Server {
     Server {
         listen,
         strip_request_headers,
+        allowed_client_cidrs,
         allowed_origins,
         public_url,
         threads,
@@ -1674,7 +1686,13 @@ fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) -> Vec<Endpoi
                 "timeouts",
                 "tls_verify",
                 "tools",
+                "allowed_client_cidrs",
             ],
+        );
+        let allowed_client_cidrs = cidrs(
+            e,
+            &prefixed(&at, "allowed_client_cidrs"),
+            ep.allowed_client_cidrs.as_deref(),
         );
         let tools = tools(e, &prefixed(&at, "tools"), ep.tools, auth_on);
         let path = match ep.path.as_deref() {
@@ -1780,10 +1798,28 @@ fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) -> Vec<Endpoi
                 timeouts,
                 tls_verify: ep.tls_verify.unwrap_or(true),
                 tools,
+                allowed_client_cidrs,
             });
         }
     }
     out
+}
+
+/// A list of networks; `None` when absent.
+fn cidrs(
+    e: &mut Errors,
+    path: &str,
+    raw: Option<&[String]>,
+) -> Option<Vec<crate::proxy::cidr::Cidr>> {
+    let raw = raw?;
+    let mut out = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        match crate::proxy::cidr::Cidr::parse(c) {
+            Ok(n) => out.push(n),
+            Err(msg) => e.add(format!("{path}[{i}]"), msg),
+        }
+    }
+    Some(out)
 }
 
 /// Tool globs: non-empty strings.

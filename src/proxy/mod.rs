@@ -6,11 +6,13 @@
 //! 1. header limits (431)
 //! 2. built-in routes: `/healthz`, `/readyz`, `/livez`
 //! 3. route: normalise the path, longest segment-prefix match (400, 404)
-//! 4. method (405), origin (403), declared body size (413)
+//! 4. method (405), client address (403, `allowed_client_cidrs`), origin (403), declared
+//!    body size (413)
 //! 5. authenticate (401, 403, 429, 503)
 //! 6. MCP: read a POST body, check mirrored headers (400) and the tool policy (a JSON-RPC
 //!    error answered here); see [`mcp`]
 
+pub mod cidr;
 pub mod ctx;
 pub mod headers;
 mod mcp;
@@ -53,6 +55,8 @@ struct Route {
     tools: crate::mcp::EndpointTools,
     /// Dials the upstream; also the liveness probe.
     dialer: Arc<EndpointDialer>,
+    /// Client networks allowed on this endpoint (its own list, else the server's).
+    allowed_clients: Vec<cidr::Cidr>,
     liveness: Liveness,
 }
 
@@ -120,6 +124,8 @@ pub struct Bridge {
     /// Client-sent header names that never reach an upstream (forwarding and identity
     /// families, configured identity headers, `server.strip_request_headers`).
     strip: headers::StripRules,
+    /// `server.allowed_client_cidrs`: also guards `/token` and `/register`.
+    allowed_clients: Vec<cidr::Cidr>,
     /// Set on SIGQUIT/SIGTERM: every response closes its connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
     access_log: bool,
@@ -163,6 +169,10 @@ impl Bridge {
             routes.push(Route {
                 peer,
                 dialer,
+                allowed_clients: ep
+                    .allowed_client_cidrs
+                    .clone()
+                    .unwrap_or_else(|| config.server.allowed_client_cidrs.clone()),
                 liveness: Liveness::default(),
                 tools: crate::mcp::EndpointTools::new(ep.tools.clone()),
                 ep: ep.clone(),
@@ -210,6 +220,7 @@ impl Bridge {
                     },
                     tls_verify: true,
                     tools: crate::mcp::policy::ToolPolicy::default(),
+                    allowed_client_cidrs: None,
                 };
                 (
                     Some(
@@ -258,6 +269,7 @@ impl Bridge {
             idp_peer,
             idp_authority,
             strip: headers::StripRules::new(&strip_extra),
+            allowed_clients: config.server.allowed_client_cidrs.clone(),
             draining: Arc::default(),
             access_log: config.log.access_log,
             log_format: config.log.format,
@@ -314,6 +326,18 @@ impl Bridge {
         }
         ctx.upstream_path = Some(m.upstream_path_and_query);
         Ok(())
+    }
+
+    /// Step 4a: the client's address against the endpoint's allowlist.
+    fn admit_client(&self, ctx: &Ctx, client: Option<std::net::IpAddr>) -> Result<(), Rejection> {
+        let allowed = ctx
+            .endpoint
+            .is_none_or(|i| cidr::allowed(&self.routes[i].allowed_clients, client));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Rejection::ClientAddressForbidden)
+        }
     }
 
     /// Step 4: method, origin and declared body size.
@@ -524,6 +548,21 @@ impl ProxyHttp for Bridge {
         if let Some(done) = self.well_known(session, ctx).await {
             return done;
         }
+        // `/token` and `/register` are called by the clients' backends (Claude.ai's cloud), so
+        // the server-wide address allowlist guards them too; discovery documents and
+        // `/authorize` (a user's browser) stay open.
+        if matches!(session.req_header().uri.path(), "/token" | "/register") {
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if !cidr::allowed(&self.allowed_clients, client) {
+                ctx.label = Some("_oauth");
+                return self
+                    .refuse(session, ctx, Rejection::ClientAddressForbidden)
+                    .await;
+            }
+        }
         if let Some(done) = self.facade(session, ctx).await {
             return done;
         }
@@ -532,7 +571,14 @@ impl ProxyHttp for Bridge {
             return Ok(false);
         }
         let req = session.req_header();
-        let admitted = self.route(req, ctx).and_then(|()| self.admit(req));
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let admitted = self
+            .route(req, ctx)
+            .and_then(|()| self.admit_client(ctx, client))
+            .and_then(|()| self.admit(req));
         if let Err(why) = admitted {
             return self.refuse(session, ctx, why).await;
         }

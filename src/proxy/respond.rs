@@ -15,6 +15,7 @@ pub enum Rejection {
     EndpointDisabled,
     MethodNotAllowed,
     OriginForbidden,
+    ClientAddressForbidden,
     BodyTooLarge,
     BodyNotInspectable,
     EncodingNotInspectable,
@@ -27,13 +28,14 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, for pre-creating metric series.
-    pub const ALL: [Rejection; 14] = [
+    pub const ALL: [Rejection; 15] = [
         Rejection::BadRequest,
         Rejection::BadPath,
         Rejection::NotFound,
         Rejection::EndpointDisabled,
         Rejection::MethodNotAllowed,
         Rejection::OriginForbidden,
+        Rejection::ClientAddressForbidden,
         Rejection::BodyTooLarge,
         Rejection::BodyNotInspectable,
         Rejection::EncodingNotInspectable,
@@ -49,7 +51,7 @@ impl Rejection {
             Rejection::BadRequest | Rejection::BadPath => 400,
             Rejection::NotFound | Rejection::EndpointDisabled => 404,
             Rejection::MethodNotAllowed => 405,
-            Rejection::OriginForbidden => 403,
+            Rejection::OriginForbidden | Rejection::ClientAddressForbidden => 403,
             Rejection::BodyTooLarge | Rejection::BodyNotInspectable => 413,
             Rejection::EncodingNotInspectable => 415,
             Rejection::HeadersTooLarge => 431,
@@ -68,6 +70,7 @@ impl Rejection {
             Rejection::EndpointDisabled => "endpoint_disabled",
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::OriginForbidden => "origin_forbidden",
+            Rejection::ClientAddressForbidden => "client_address_forbidden",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::BodyNotInspectable => "body_not_inspectable",
             Rejection::EncodingNotInspectable => "encoding_not_inspectable",
@@ -87,6 +90,7 @@ impl Rejection {
             Rejection::EndpointDisabled => "no endpoint serves this path",
             Rejection::MethodNotAllowed => "method not allowed on an MCP endpoint",
             Rejection::OriginForbidden => "origin not allowed",
+            Rejection::ClientAddressForbidden => "this client address may not use this bridge",
             Rejection::BodyTooLarge => "request body too large",
             Rejection::BodyNotInspectable => {
                 "this endpoint's tool policy inspects request bodies of up to 64 KiB; this one is larger"

@@ -244,3 +244,76 @@ fn targets_are_checked_as_written_and_numbers_name_their_field() {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+/// A client bound to a loopback source address of its own.
+fn client_from(local: [u8; 4]) -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(local))
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn client_address_allowlists() {
+    let up = Upstream::start().await;
+    let body = format!(
+        "tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/a\n    target: {}\n  - path: /mcp/b\n    target: {}\n    allowed_client_cidrs: [\"127.0.0.3/32\"]\n",
+        up.url("/up/a"),
+        up.url("/up/b")
+    );
+    let b = Bridge::start(
+        "  allowed_client_cidrs: [\"127.0.0.2/32\", \"127.0.5.0/24\"]\n",
+        &body,
+    )
+    .await;
+    let cases: &[([u8; 4], &str, u16)] = &[
+        ([127, 0, 0, 2], "/mcp/a", 200),
+        ([127, 0, 5, 77], "/mcp/a", 200),
+        ([127, 0, 0, 1], "/mcp/a", 403),
+        ([127, 0, 0, 3], "/mcp/a", 403),
+        // the endpoint's own list replaces the server's
+        ([127, 0, 0, 3], "/mcp/b", 200),
+        ([127, 0, 0, 2], "/mcp/b", 403),
+    ];
+    for (from, path, want) in cases {
+        let r = client_from(*from)
+            .post(b.url(path))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), *want, "{from:?} {path}");
+        if *want == 403 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"], "client_address_forbidden");
+        }
+    }
+    // health stays reachable for load balancers and probes from anywhere
+    let r = client_from([127, 0, 0, 9])
+        .get(b.url("/livez"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for_metrics(
+        &b,
+        &[r#"tailbridge_rejections_total{reason="client_address_forbidden"} 3"#],
+    )
+    .await;
+}
+
+#[test]
+fn bad_cidrs_are_config_errors() {
+    let cfg = "server:\n  allowed_client_cidrs: [\"160.79.104.1/21\", \"nope\"]\nendpoints:\n  - path: /a\n    target: http://h\n    allowed_client_cidrs: [\"10.0.0.0/33\"]\n";
+    let (code, _out, err) = run_cli(&["check"], Some(cfg));
+    assert_eq!(code, 64, "{err}");
+    for needle in [
+        "server.allowed_client_cidrs[0]: `160.79.104.1/21` has host bits set",
+        "server.allowed_client_cidrs[1]: `nope` is not an address or a CIDR",
+        "endpoints[0].allowed_client_cidrs[0]: `10.0.0.0/33`: the prefix length must be 0 to 32",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}
