@@ -551,13 +551,18 @@ impl ProxyHttp for Bridge {
         // `/token` and `/register` are called by the clients' backends (Claude.ai's cloud), so
         // the server-wide address allowlist guards them too; discovery documents and
         // `/authorize` (a user's browser) stay open.
-        if matches!(session.req_header().uri.path(), "/token" | "/register") {
+        let oauth_call = match session.req_header().uri.path() {
+            "/token" => Some("_token"),
+            "/register" => Some("_register"),
+            _ => None,
+        };
+        if let Some(label) = oauth_call {
             let client = session
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
             if !cidr::allowed(&self.allowed_clients, client) {
-                ctx.label = Some("_oauth");
+                ctx.label = Some(label);
                 return self
                     .refuse(session, ctx, Rejection::ClientAddressForbidden)
                     .await;
