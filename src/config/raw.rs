@@ -113,6 +113,7 @@ pub struct RawTailnet {
     pub control_url: Option<String>,
     pub api_url: Option<String>,
     pub ephemeral: Option<bool>,
+    pub log_upload: Option<bool>,
     pub socks5: Option<RawSocks5>,
     #[serde(flatten)]
     pub unknown: Unknown,

@@ -126,6 +126,8 @@ pub struct Tailnet {
     /// (default [`DEFAULT_TAILSCALE_API`]).
     pub api_url: Option<Url>,
     pub ephemeral: bool,
+    /// Let the embedded node upload its logs to Tailscale's log service (default off).
+    pub log_upload: bool,
     pub socks5: Option<Socks5>,
 }
 
@@ -734,6 +736,7 @@ fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
             "control_url",
             "api_url",
             "ephemeral",
+            "log_upload",
             "socks5",
         ],
     );
@@ -848,6 +851,7 @@ fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
         control_url,
         api_url,
         ephemeral: raw.ephemeral.unwrap_or(false),
+        log_upload: raw.log_upload.unwrap_or(false),
         socks5,
     }
 }

@@ -101,6 +101,16 @@ fn tsnet_start_needs_a_valid_key_until_there_is_state() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // That failed start left a state file with only a machine key: not a logged-in node, so
+    // the next start without a key still gets the clear error, not a hang at NeedsLogin.
+    let left = std::fs::read_to_string(state.join("tailscaled.state")).unwrap();
+    assert!(
+        left.contains("_machinekey") && !left.contains("_current-profile"),
+        "{left}"
+    );
+    let (code, _, err) = run_cli(&[], Some(&cfg));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("no auth key and no saved node state"), "{err}");
 }
 
 #[tokio::test]
@@ -115,7 +125,9 @@ async fn tsnet_restarts_from_state_and_ephemeral_nodes_log_out() {
     let b = Bridge::start_with_env("", &cfg, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await;
     drop(b);
     // Killed without a clean stop: the state stays and the key is no longer needed.
-    assert!(state.join("test-double-state").exists());
+    assert!(std::fs::read_to_string(state.join("tailscaled.state"))
+        .unwrap()
+        .contains("_current-profile"));
     let b = Bridge::start("", &cfg).await;
     assert_eq!(post_status(&b.url("/mcp/a")).await, 200);
     b.signal("TERM");
@@ -128,6 +140,108 @@ async fn tsnet_restarts_from_state_and_ephemeral_nodes_log_out() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    b.wait_for_log("ephemeral tailnet node logged out").await;
+    // With the control server unreachable the logout fails, and the log says so (the
+    // library's close reports success either way).
+    std::fs::remove_file(state.join("test-double-logged-out")).unwrap();
+    let b = Bridge::start_with_env("", &cfg, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await;
+    std::fs::write(state.join("test-double-offline"), "").unwrap();
+    b.signal("TERM");
+    b.wait_for_log("could not log out").await;
+    assert!(
+        !b.stderr().contains("ephemeral tailnet node logged out"),
+        "{}",
+        b.stderr()
+    );
+    assert!(!state.join("test-double-logged-out").exists());
+}
+
+#[tokio::test]
+async fn the_node_keeps_to_its_state_dir_and_its_logs_go_through_the_logger() {
+    let up = Upstream::start().await;
+    let state = temp_dir("tsnet-files");
+    let endpoints = format!(
+        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n",
+        up.addr.port()
+    );
+    let b = Bridge::start_with_env(
+        "",
+        &tsnet_config(&state, "", &endpoints),
+        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
+    )
+    .await;
+    let env = std::fs::read_to_string(state.join("test-double-env")).unwrap();
+    assert!(
+        env.contains(&format!("logs_dir={}", state.join("logs").display())),
+        "the library would write outside state_dir: {env}"
+    );
+    assert!(
+        env.contains("log_upload=false"),
+        "log upload is off by default: {env}"
+    );
+    // The library's lines are not on stderr as raw text: at info level they are not shown.
+    assert!(
+        !b.stderr().contains("LocalBackend state is"),
+        "{}",
+        b.stderr()
+    );
+    drop(b);
+    // At debug level they come through the logger, under tailbridge::tsnet.
+    let b = Bridge::start_with_env(
+        "",
+        &tsnet_config(&state, "  log_upload: true\n", &endpoints),
+        &[("RUST_LOG", "info,tailbridge::tsnet=debug")],
+    )
+    .await;
+    let line = b.wait_for_log("LocalBackend state is Running").await;
+    assert!(line.contains("tailbridge::tsnet"), "{line}");
+    let env = std::fs::read_to_string(state.join("test-double-env")).unwrap();
+    assert!(env.contains("log_upload=true"), "{env}");
+}
+
+#[tokio::test]
+async fn a_burst_against_a_cold_endpoint_queues_for_dial_slots() {
+    // 16 concurrent clients against an endpoint with an empty pool: dials beyond the
+    // per-target cap wait for a slot instead of failing with 502.
+    let up = Upstream::start().await;
+    let state = temp_dir("tsnet-burst");
+    let endpoints = format!(
+        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n",
+        up.addr.port()
+    );
+    let b = Bridge::start_with_env(
+        "",
+        &tsnet_config(&state, "", &endpoints),
+        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
+    )
+    .await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let url = b.url("/mcp/a");
+        set.spawn(async move {
+            let c = client();
+            let mut out = Vec::new();
+            for _ in 0..20 {
+                out.push(
+                    c.post(&url)
+                        .body("{}")
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                );
+            }
+            out
+        });
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    while let Some(r) = set.join_next().await {
+        for c in r.unwrap() {
+            *codes.entry(c).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(codes.get(&200), Some(&320), "{codes:?}\n{}", b.stderr());
 }
 
 #[tokio::test]

@@ -164,7 +164,17 @@ impl Server {
         Ok((text(&addr), text(&proxy), text(&local)))
     }
 
-    /// Shut the server down (for an ephemeral node this logs it out).
+    /// Send the library's own log lines to `fd` (which it keeps) instead of stderr.
+    pub fn set_logfd(&self, fd: std::os::fd::OwnedFd) -> Result<(), FfiError> {
+        use std::os::fd::IntoRawFd;
+        let raw = fd.into_raw_fd();
+        // SAFETY: plain integer arguments; the library takes ownership of the descriptor.
+        let rc = unsafe { libtailscale_sys::tailscale_set_logfd(self.sd, raw) };
+        self.check(rc, "tailscale_set_logfd")
+    }
+
+    /// Shut the server down. It returns success whether or not an ephemeral node's logout
+    /// reached the control server: log out through the LocalAPI first to know.
     pub fn close(&self) -> Result<(), FfiError> {
         // SAFETY: plain integer argument; closing twice returns EBADF, which we report.
         let rc = unsafe { libtailscale_sys::tailscale_close(self.sd) };

@@ -8,6 +8,12 @@
 //!
 //! reqwest reaches the tailnet through the node's loopback SOCKS5 proxy; the node's state is
 //! read from its LocalAPI (`/localapi/v0/status`) for `/healthz`.
+//!
+//! The node keeps to its state directory: its own logs go to `<state_dir>/logs`
+//! (`TS_LOGS_DIR`; the library's default is `/var/lib/tailscale`, which a sandboxed unit or a
+//! read-only container cannot create), upload to Tailscale's log service is off unless
+//! `tailnet.log_upload` (`TS_NO_LOGS_NO_SUPPORT`), and its log lines go through the `log`
+//! crate under target `tailbridge::tsnet` at debug level (`tailscale_set_logfd`).
 
 mod ffi;
 mod oauth;
@@ -25,8 +31,11 @@ use std::time::Duration;
 const DIAL_THREADS: usize = 8;
 /// Dials that may wait for a thread before new ones are refused.
 const DIAL_QUEUE: usize = 64;
-/// Dial threads one target may occupy at once.
+/// Dial threads one target may occupy at once; more dials to it wait for a slot (within
+/// their connect timeout), as they would for a connection pool.
 const DIALS_PER_TARGET: usize = 3;
+/// The log target of the library's own log lines.
+pub const GO_LOG_TARGET: &str = "tailbridge::tsnet";
 /// How long start-up waits for the node to come up.
 const UP_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -68,13 +77,16 @@ type DialReply = tokio::sync::oneshot::Sender<Result<std::os::fd::OwnedFd, ffi::
 struct Job {
     addr: String,
     reply: DialReply,
+    /// The target's dial slot: released when the library returns, not when the caller
+    /// gives up (the thread is busy until then).
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The embedded node as a connector.
 pub struct Tsnet {
     server: Arc<ffi::Server>,
     jobs: SyncSender<Job>,
-    busy: Arc<Mutex<HashMap<String, usize>>>,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     loopback: (String, String, String),
     http: reqwest::Client,
     connected: AtomicBool,
@@ -90,10 +102,40 @@ impl std::fmt::Debug for Tsnet {
     }
 }
 
+/// Whether the state directory holds a logged-in node: tsnet's `tailscaled.state` with a
+/// current profile. A first start that never logged in leaves a state file with only a
+/// machine key, which is not enough to start without an auth key.
 fn has_state(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|mut d| d.next().is_some())
+    std::fs::read(dir.join("tailscaled.state"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.get("_current-profile")
+                .and_then(|p| p.as_str())
+                .map(|p| !p.is_empty())
+        })
         .unwrap_or(false)
+}
+
+/// Route the library's log lines into the `log` crate: a pipe whose read end a thread reads
+/// line by line.
+fn route_go_logs(server: &ffi::Server) -> Result<(), TsnetError> {
+    let (reader, writer) =
+        std::os::unix::net::UnixStream::pair().map_err(|source| TsnetError::StateDir {
+            dir: "(log pipe)".into(),
+            source,
+        })?;
+    server.set_logfd(std::os::fd::OwnedFd::from(writer))?;
+    let _ = std::thread::Builder::new()
+        .name("tsnet-log".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(reader).lines() {
+                let Ok(line) = line else { return };
+                log::debug!(target: GO_LOG_TARGET, "{}", line.trim_end());
+            }
+        });
+    Ok(())
 }
 
 impl Tsnet {
@@ -160,7 +202,18 @@ impl Tsnet {
                 why: "no authkey_env or authkey_file configured".into(),
             });
         }
+        // Where the library keeps its own files, and whether it uploads logs: read from the
+        // environment when the server starts (before pingora's threads exist).
+        let logs_dir = cfg.state_dir.join("logs");
+        let _ = std::fs::create_dir_all(&logs_dir);
+        std::env::set_var("TS_LOGS_DIR", &logs_dir);
+        if cfg.log_upload {
+            std::env::remove_var("TS_NO_LOGS_NO_SUPPORT");
+        } else {
+            std::env::set_var("TS_NO_LOGS_NO_SUPPORT", "1");
+        }
         let server = Arc::new(ffi::Server::new());
+        route_go_logs(&server)?;
         server.set_dir(&dir)?;
         server.set_hostname(&cfg.hostname)?;
         server.set_ephemeral(cfg.ephemeral)?;
@@ -219,7 +272,7 @@ impl Tsnet {
         Ok(Tsnet {
             server,
             jobs,
-            busy: Arc::new(Mutex::new(HashMap::new())),
+            slots: Mutex::new(HashMap::new()),
             loopback,
             http,
             connected: AtomicBool::new(true),
@@ -227,6 +280,39 @@ impl Tsnet {
             ephemeral: cfg.ephemeral,
             closed: AtomicBool::new(false),
             ips,
+        })
+    }
+
+    /// Log the node out through the LocalAPI (`POST /localapi/v0/logout`), on a thread and
+    /// runtime of its own (shutdown runs outside any runtime).
+    fn logout(&self) -> Result<(), String> {
+        let (addr, _, local) = self.loopback.clone();
+        let http = self.http.clone();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let r = http
+                        .post(format!("http://{addr}/localapi/v0/logout"))
+                        .header("Sec-Tailscale", "localapi")
+                        .basic_auth("", Some(local))
+                        .send()
+                        .await
+                        .map_err(|e| format!("LocalAPI unreachable: {e}"))?;
+                    if r.status().is_success() {
+                        Ok(())
+                    } else {
+                        let status = r.status().as_u16();
+                        let body = r.text().await.unwrap_or_default();
+                        Err(format!("LocalAPI answered HTTP {status}: {}", body.trim()))
+                    }
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err("logout thread panicked".into()))
         })
     }
 
@@ -251,49 +337,30 @@ fn dial_worker(rx: &Mutex<Receiver<Job>>, server: &ffi::Server) {
     }
 }
 
-/// Releases a target's dial slot when the dial ends (or its caller gives up).
-struct Slot {
-    busy: Arc<Mutex<HashMap<String, usize>>>,
-    key: String,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.busy.lock() {
-            if let Some(n) = m.get_mut(&self.key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&self.key);
-                }
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Connector for Tsnet {
     async fn dial(&self, host: &str, port: u16) -> Result<TailnetConn, DialError> {
         let addr = format!("{host}:{port}");
-        let _slot = {
-            let mut m = self.busy.lock().map_err(|_| DialError::Unavailable {
+        let sem = {
+            let mut m = self.slots.lock().map_err(|_| DialError::Unavailable {
                 reason: "dial pool poisoned",
             })?;
-            let n = m.entry(addr.clone()).or_insert(0);
-            if *n >= DIALS_PER_TARGET {
-                return Err(DialError::Unavailable {
-                    reason: "too many dials in progress to this target",
-                });
-            }
-            *n += 1;
-            Slot {
-                busy: self.busy.clone(),
-                key: addr.clone(),
-            }
+            m.entry(addr.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(DIALS_PER_TARGET)))
+                .clone()
         };
+        // Wait for one of the target's slots; the caller's connect timeout bounds the wait.
+        let slot = sem
+            .acquire_owned()
+            .await
+            .map_err(|_| DialError::Unavailable {
+                reason: "tailnet node stopped",
+            })?;
         let (reply, wait) = tokio::sync::oneshot::channel();
         match self.jobs.try_send(Job {
             addr: addr.clone(),
             reply,
+            _slot: slot,
         }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -385,9 +452,17 @@ impl Connector for Tsnet {
 
     fn shutdown(&self) {
         if self.ephemeral && !self.closed.swap(true, Ordering::SeqCst) {
-            match self.server.close() {
+            // tailscale_close reports success whether or not the logout reached the control
+            // server; the LocalAPI's answer tells the truth.
+            match self.logout() {
                 Ok(()) => log::info!("ephemeral tailnet node logged out"),
-                Err(e) => log::warn!("closing the tailnet node: {e}"),
+                Err(why) => log::warn!(
+                    "ephemeral tailnet node could not log out ({why}): it stays listed in the \
+                     admin console until the control server expires it"
+                ),
+            }
+            if let Err(e) = self.server.close() {
+                log::warn!("closing the tailnet node: {e}");
             }
         }
     }

@@ -4,8 +4,17 @@
 //! (`--config 'target.<triple>.tailscale.rustc-link-lib=["static=tailscale_test_double"]'`).
 //!
 //! What it does, in place of a real node:
-//! - `tailscale_up` succeeds when the state dir already holds state, or when the auth key
-//!   starts with `tskey-` (then it writes state); otherwise it fails with an error message.
+//! - State is `<state_dir>/tailscaled.state`, JSON as tsnet writes it: every start writes a
+//!   machine key (`_machinekey`), also one that fails to log in; a successful login adds the
+//!   profile (`_current-profile`, `_profiles`).
+//! - `tailscale_up` succeeds when the state holds a logged-in profile, or when the auth key
+//!   starts with `tskey-` (then it logs in); otherwise it fails with an error message.
+//! - Its log lines (`LocalBackend state is …`) go to the descriptor given to
+//!   `tailscale_set_logfd`, else to stderr, as the Go library's do.
+//! - Where the library would write its own logs, and whether it would upload them, is
+//!   recorded in `<state_dir>/test-double-env` (from `TS_LOGS_DIR` and
+//!   `TS_NO_LOGS_NO_SUPPORT`; without `TS_LOGS_DIR` the real library uses
+//!   `/var/lib/tailscale`).
 //! - Every tailnet name resolves to 127.0.0.1: `tailscale_dial` connects to 127.0.0.1:port and
 //!   hands back one end of a socketpair, with threads copying bytes (as the Go side does).
 //!   Hosts starting with `blackhole` never answer (the real dial has no timeout).
@@ -14,7 +23,10 @@
 //!   the LocalAPI status reports `Stopped`.
 //! - `tailscale_loopback` serves SOCKS5 (user `tsnet`, password = proxy credential) and the
 //!   LocalAPI `/localapi/v0/status` on one loopback port.
-//! - `tailscale_close` on an ephemeral node writes `<state_dir>/test-double-logged-out`.
+//! - The LocalAPI's `POST /localapi/v0/logout` logs the node out (writes
+//!   `<state_dir>/test-double-logged-out`) unless the control server is unreachable (the
+//!   offline marker), when it answers 500. `tailscale_close` returns 0 either way, as the real
+//!   library does, and never logs out by itself.
 //! - The file `<state_dir>/test-double-silent` lists ports (one per line) whose peers have
 //!   vanished without closing, as a tailnet machine that sleeps, loses power or is
 //!   partitioned does: new dials to them hang until the port is no longer listed, and open
@@ -48,6 +60,7 @@ struct Node {
     ephemeral: bool,
     up: bool,
     err: String,
+    logfd: Option<c_int>,
 }
 
 fn nodes() -> &'static Mutex<HashMap<c_int, Node>> {
@@ -212,8 +225,34 @@ pub extern "C" fn tailscale_set_ephemeral(sd: c_int, e: c_int) -> c_int {
 }
 
 #[no_mangle]
-pub extern "C" fn tailscale_set_logfd(sd: c_int, _fd: c_int) -> c_int {
-    with(sd, |_| ()).map_or(EBADF, |_| 0)
+pub extern "C" fn tailscale_set_logfd(sd: c_int, fd: c_int) -> c_int {
+    with(sd, |n| n.logfd = Some(fd)).map_or(EBADF, |_| 0)
+}
+
+/// Write one Go-style log line where the library would.
+fn golog(sd: c_int, line: &str) {
+    use std::os::fd::FromRawFd;
+    let fd = with(sd, |n| n.logfd).flatten();
+    let text = format!("{line}\n");
+    match fd {
+        Some(fd) if fd >= 0 => {
+            // SAFETY: the caller handed this descriptor to the library for its log lines;
+            // ManuallyDrop keeps it open after the write.
+            let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+            let _ = f.write_all(text.as_bytes());
+        }
+        Some(_) => {}
+        None => eprint!("{text}"),
+    }
+}
+
+/// What the state file says: (has a machine key, has a logged-in profile).
+fn read_state(dir: &std::path::Path) -> (bool, bool) {
+    let text = std::fs::read_to_string(dir.join("tailscaled.state")).unwrap_or_default();
+    (
+        text.contains("\"_machinekey\""),
+        text.contains("\"_current-profile\""),
+    )
 }
 
 #[no_mangle]
@@ -229,8 +268,18 @@ pub extern "C" fn tailscale_up(sd: c_int) -> c_int {
     let Some(dir) = node.dir.clone().map(PathBuf::from) else {
         return fail(sd, "no state directory set");
     };
-    let state = dir.join("test-double-state");
-    if !state.exists() {
+    let logs_dir = std::env::var("TS_LOGS_DIR").unwrap_or_else(|_| "/var/lib/tailscale".into());
+    let upload = std::env::var("TS_NO_LOGS_NO_SUPPORT").map_or(true, |v| v != "1");
+    let _ = std::fs::write(
+        dir.join("test-double-env"),
+        format!("logs_dir={logs_dir}\nlog_upload={upload}\n"),
+    );
+    let (_, logged_in) = read_state(&dir);
+    golog(sd, "LocalBackend state is NoState");
+    if !logged_in {
+        // Every start leaves a machine key behind, also one that never logs in.
+        let _ = std::fs::write(dir.join("tailscaled.state"), "{\"_machinekey\":\"bWs=\"}\n");
+        golog(sd, "LocalBackend state is NeedsLogin");
         if !node.authkey.starts_with("tskey-") {
             return fail(
                 sd,
@@ -238,29 +287,26 @@ pub extern "C" fn tailscale_up(sd: c_int) -> c_int {
             );
         }
         let doc = format!(
-            "hostname={}\ncontrol={}\nephemeral={}\n",
+            "{{\"_machinekey\":\"bWs=\",\"_current-profile\":\"cHJvZmlsZS0x\",\"_profiles\":\"e30=\",\"hostname\":\"{}\",\"control\":\"{}\",\"ephemeral\":{}}}\n",
             node.hostname, node.control_url, node.ephemeral
         );
-        if let Err(e) = std::fs::write(&state, doc) {
+        if let Err(e) = std::fs::write(dir.join("tailscaled.state"), doc) {
             return fail(sd, &format!("cannot write state: {e}"));
         }
     }
+    golog(sd, "LocalBackend state is Running");
     with(sd, |n| n.up = true);
     0
 }
 
 #[no_mangle]
 pub extern "C" fn tailscale_close(sd: c_int) -> c_int {
-    let Some(node) = nodes().lock().ok().and_then(|mut m| m.remove(&sd)) else {
-        return EBADF;
-    };
-    if node.ephemeral && node.up {
-        if let Some(d) = node.dir.map(PathBuf::from) {
-            let _ = std::fs::write(d.join("test-double-logged-out"), "logged out\n");
-            let _ = std::fs::remove_file(d.join("test-double-state"));
-        }
+    // The real library returns 0 whether or not an ephemeral logout reached the control
+    // server; logging out is the LocalAPI's job here.
+    match nodes().lock().ok().and_then(|mut m| m.remove(&sd)) {
+        Some(_) => 0,
+        None => EBADF,
     }
-    0
 }
 
 #[no_mangle]
@@ -407,6 +453,19 @@ fn serve_localapi(sd: c_int, s: TcpStream, cred: &str) -> std::io::Result<()> {
         .map(decode_b64)
         .is_some_and(|d| d.ends_with(&format!(":{cred}")));
     let mut s = s;
+    if line.starts_with("POST /localapi/v0/logout") && sec && ok_auth {
+        if offline(sd) {
+            let msg = "logout: control server unreachable (test double offline)";
+            write!(s, "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}", msg.len())?;
+            return Ok(());
+        }
+        if let Some(d) = dir_of(sd) {
+            let _ = std::fs::write(d.join("test-double-logged-out"), "logged out\n");
+            let _ = std::fs::remove_file(d.join("tailscaled.state"));
+        }
+        s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
+        return Ok(());
+    }
     if !line.starts_with("GET /localapi/v0/status") || !sec || !ok_auth {
         s.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
         return Ok(());
