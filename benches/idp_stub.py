@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Introspection endpoint for the auth benchmark: every token is active for an hour, so after
-the first request the bridge answers from its cache. Also serves AS metadata.
+the first request the bridge answers from its cache; tokens starting with `bad-` are inactive
+(for the soak's bad-token traffic). Also serves AS metadata.
 Usage: idp_stub.py PORT"""
 import http.server
 import json
@@ -21,7 +22,10 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        form = self.rfile.read(int(self.headers.get("content-length", 0))).decode(errors="replace")
+        if "token=bad-" in form:
+            self._json({"active": False})
+            return
         port = self.server.server_address[1]
         self._json({"active": True, "sub": "1", "client_id": "bench", "exp": int(time.time()) + 3600,
                     "iss": f"http://127.0.0.1:{port}", "aud": ["bench", "https://mcp.example.com/"]})

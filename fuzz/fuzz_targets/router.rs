@@ -1,0 +1,15 @@
+//! Path normalisation and routing over a fixed table.
+#![no_main]
+use tailbridge::proxy::router::Router;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    let router = Router::new([("/mcp/a", "/mcp"), ("/mcp/a/b", "/"), ("/x", "/up/x")]);
+    if let Ok(Some(m)) = router.route(path) {
+        // The upstream path never climbs out of the target's path.
+        assert!(!m.upstream_path_and_query.contains("/../"));
+    }
+    let _ = tailbridge::config::validate::normalise_endpoint_path(path);
+});
