@@ -7,9 +7,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     };
     for advertise in [Advertise::Bridge, Advertise::Idp] {
-        if let Some(doc) =
-            tailbridge::auth::metadata::rewrite_as_metadata(&v, "https://mcp.example.com", advertise, true)
-        {
+        if let Some(doc) = tailbridge::auth::metadata::rewrite_as_metadata(
+            &v,
+            "https://mcp.example.com",
+            advertise,
+            true,
+        ) {
             assert_eq!(doc["token_endpoint"], "https://mcp.example.com/token");
         }
     }

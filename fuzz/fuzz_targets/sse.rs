@@ -13,7 +13,11 @@ fn events(chunks: &[&[u8]]) -> Vec<(Option<Vec<u8>>, bool)> {
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let whole = events(&[data]);
-    let cut = if data.is_empty() { 0 } else { data[0] as usize % (data.len() + 1) };
+    let cut = if data.is_empty() {
+        0
+    } else {
+        data[0] as usize % (data.len() + 1)
+    };
     let (a, b) = data.split_at(cut);
     assert_eq!(events(&[a, b]), whole);
     let bytes: Vec<&[u8]> = data.chunks(1).collect();
