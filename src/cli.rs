@@ -37,7 +37,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the config, print a summary, exit 0 (valid) or 64 (invalid).
-    Check,
+    Check {
+        /// Also print the effective config: every setting, defaults filled in (secrets are
+        /// shown by their source, never their value).
+        #[arg(long)]
+        explain: bool,
+    },
     /// Replace the running instance without dropping requests: validate the config (exit 64
     /// if invalid, the running process keeps serving), start a new process that takes over the
     /// listening sockets, and let the old one drain.

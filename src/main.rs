@@ -22,9 +22,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Check) => match config::load(&args.config) {
+        Some(Command::Check { explain }) => match config::load(&args.config) {
             Ok(cfg) => {
                 print!("{}", cli::summary(&cfg));
+                if explain {
+                    println!("effective config:\n{cfg:#?}");
+                }
                 for w in cli::warnings(&cfg) {
                     println!("warning: {w}");
                 }

@@ -58,6 +58,145 @@ pub const RESERVED_PATHS: &[&str] = &[
     "/register",
 ];
 
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "admin",
+    "tailnet",
+    "auth",
+    "tls",
+    "limits",
+    "log",
+    "health",
+    "endpoints",
+];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "allowed_origins",
+    "public_url",
+    "threads",
+    "grace_period",
+    "shutdown_timeout",
+    "pid_file",
+    "upgrade_sock",
+    "strip_request_headers",
+    "allowed_client_cidrs",
+];
+const ADMIN_KEYS: &[&str] = &["listen"];
+const TAILNET_KEYS: &[&str] = &[
+    "mode",
+    "hostname",
+    "state_dir",
+    "authkey_env",
+    "authkey_file",
+    "client_secret_env",
+    "client_secret_file",
+    "tags",
+    "control_url",
+    "api_url",
+    "ephemeral",
+    "log_upload",
+    "socks5",
+];
+const SOCKS5_KEYS: &[&str] = &["address", "username", "password_env", "password_file"];
+const AUTH_KEYS: &[&str] = &[
+    "issuer",
+    "audience",
+    "introspection_url",
+    "client_id",
+    "client_secret",
+    "client_secret_env",
+    "client_secret_file",
+    "resource_metadata_url",
+    "advertise",
+    "audience_check",
+    "allowed_client_ids",
+    "identity_headers",
+    "cache",
+    "introspection",
+    "registration",
+    "metadata_refresh",
+    "allow_loopback_idp",
+    "tool_grants_claim",
+];
+const IDENTITY_HEADER_KEYS: &[&str] = &["subject", "username", "client_id"];
+const TOKEN_CACHE_KEYS: &[&str] = &["max_ttl", "negative_ttl", "capacity"];
+const INTROSPECTION_KEYS: &[&str] = &[
+    "timeout",
+    "max_response_bytes",
+    "max_concurrent",
+    "per_client_rate",
+    "per_client_burst",
+    "global_rate",
+    "global_burst",
+];
+const REGISTRATION_KEYS: &[&str] = &["enabled", "allowed_redirect_uris", "per_minute"];
+const TLS_KEYS: &[&str] = &[
+    "mode",
+    "cert_file",
+    "key_file",
+    "hsts",
+    "acme",
+    "http_listen",
+];
+const ACME_KEYS: &[&str] = &[
+    "domains",
+    "email",
+    "directory_url",
+    "ca_root_file",
+    "challenge",
+    "storage_dir",
+    "eab",
+    "retry_initial",
+    "retry_max",
+];
+const EAB_KEYS: &[&str] = &["kid", "hmac_key", "hmac_key_env", "hmac_key_file"];
+const LIMITS_KEYS: &[&str] = &["max_request_body", "max_header_bytes", "max_headers"];
+const LOG_KEYS: &[&str] = &["format", "level", "access_log", "audit"];
+const AUDIT_KEYS: &[&str] = &["enabled", "arguments", "redact"];
+const HEALTH_KEYS: &[&str] = &["probe_interval", "probe_timeout"];
+const ENDPOINT_KEYS: &[&str] = &[
+    "name",
+    "path",
+    "target",
+    "description",
+    "enabled",
+    "upstream_token_env",
+    "upstream_token_file",
+    "timeouts",
+    "tls_verify",
+    "tools",
+    "allowed_client_cidrs",
+];
+const TIMEOUT_KEYS: &[&str] = &["connect", "first_byte", "idle"];
+const TOOLS_KEYS: &[&str] = &["allow", "deny", "grants"];
+const GRANT_KEYS: &[&str] = &["users", "clients", "allow"];
+
+/// The keys each section accepts, as the parser checks them; also what the reference
+/// config (`conf/tailbridge.yaml`) must document, which a test checks.
+pub const SECTIONS: &[(&str, &[&str])] = &[
+    ("", TOP_KEYS),
+    ("server", SERVER_KEYS),
+    ("admin", ADMIN_KEYS),
+    ("tailnet", TAILNET_KEYS),
+    ("tailnet.socks5", SOCKS5_KEYS),
+    ("auth", AUTH_KEYS),
+    ("auth.identity_headers", IDENTITY_HEADER_KEYS),
+    ("auth.cache", TOKEN_CACHE_KEYS),
+    ("auth.introspection", INTROSPECTION_KEYS),
+    ("auth.registration", REGISTRATION_KEYS),
+    ("tls", TLS_KEYS),
+    ("tls.acme", ACME_KEYS),
+    ("tls.acme.eab", EAB_KEYS),
+    ("limits", LIMITS_KEYS),
+    ("log", LOG_KEYS),
+    ("log.audit", AUDIT_KEYS),
+    ("health", HEALTH_KEYS),
+    ("endpoints[]", ENDPOINT_KEYS),
+    ("endpoints[].timeouts", TIMEOUT_KEYS),
+    ("endpoints[].tools", TOOLS_KEYS),
+    ("endpoints[].tools.grants[]", GRANT_KEYS),
+];
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -511,21 +650,7 @@ fn prefixed(prefix: &str, key: &str) -> String {
 /// Validate a raw config. Returns every problem found, not only the first.
 pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut e = Errors::default();
-    e.unknown(
-        "",
-        &raw.unknown,
-        &[
-            "server",
-            "admin",
-            "tailnet",
-            "auth",
-            "tls",
-            "limits",
-            "log",
-            "health",
-            "endpoints",
-        ],
-    );
+    e.unknown("", &raw.unknown, TOP_KEYS);
     let server = server(&mut e, raw.server.unwrap_or_default());
     let admin = admin(&mut e, raw.admin.unwrap_or_default());
     let tailnet = tailnet(&mut e, raw.tailnet);
@@ -574,22 +699,7 @@ fn socket_addr(e: &mut Errors, path: &str, value: &str) -> Option<SocketAddr> {
 }
 
 fn server(e: &mut Errors, raw: RawServer) -> Server {
-    e.unknown(
-        "server",
-        &raw.unknown,
-        &[
-            "listen",
-            "allowed_origins",
-            "public_url",
-            "threads",
-            "grace_period",
-            "shutdown_timeout",
-            "pid_file",
-            "upgrade_sock",
-            "strip_request_headers",
-            "allowed_client_cidrs",
-        ],
-    );
+    e.unknown("server", &raw.unknown, SERVER_KEYS);
     let allowed_client_cidrs = cidrs(
         e,
         "server.allowed_client_cidrs",
@@ -706,7 +816,7 @@ pub fn normalise_origin(origin: &str) -> Option<String> {
 }
 
 fn admin(e: &mut Errors, raw: RawAdmin) -> Admin {
-    e.unknown("admin", &raw.unknown, &["listen"]);
+    e.unknown("admin", &raw.unknown, ADMIN_KEYS);
     let text = raw
         .listen
         .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
@@ -721,25 +831,7 @@ fn admin(e: &mut Errors, raw: RawAdmin) -> Admin {
 fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
     let present = raw.is_some();
     let raw = raw.unwrap_or_default();
-    e.unknown(
-        "tailnet",
-        &raw.unknown,
-        &[
-            "mode",
-            "hostname",
-            "state_dir",
-            "authkey_env",
-            "authkey_file",
-            "client_secret_env",
-            "client_secret_file",
-            "tags",
-            "control_url",
-            "api_url",
-            "ephemeral",
-            "log_upload",
-            "socks5",
-        ],
-    );
+    e.unknown("tailnet", &raw.unknown, TAILNET_KEYS);
     // A tsmcp config has no `mode`: it always ran an embedded node.
     let mode = match raw.mode.as_deref() {
         None if present => TailnetMode::Tsnet,
@@ -857,11 +949,7 @@ fn tailnet(e: &mut Errors, raw: Option<RawTailnet>) -> Tailnet {
 }
 
 fn socks5(e: &mut Errors, raw: RawSocks5) -> Socks5 {
-    e.unknown(
-        "tailnet.socks5",
-        &raw.unknown,
-        &["address", "username", "password_env", "password_file"],
-    );
+    e.unknown("tailnet.socks5", &raw.unknown, SOCKS5_KEYS);
     let address = raw.address.unwrap_or_default();
     match split_host_port(&address) {
         Some((_, port)) if port != 0 => {}
@@ -945,30 +1033,7 @@ fn header_name(e: &mut Errors, path: &str, value: Option<String>, default: &str)
 }
 
 fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> {
-    e.unknown(
-        "auth",
-        &raw.unknown,
-        &[
-            "issuer",
-            "audience",
-            "introspection_url",
-            "client_id",
-            "client_secret",
-            "client_secret_env",
-            "client_secret_file",
-            "resource_metadata_url",
-            "advertise",
-            "audience_check",
-            "allowed_client_ids",
-            "identity_headers",
-            "cache",
-            "introspection",
-            "registration",
-            "metadata_refresh",
-            "allow_loopback_idp",
-            "tool_grants_claim",
-        ],
-    );
+    e.unknown("auth", &raw.unknown, AUTH_KEYS);
     let issuer = http_url(e, "auth.issuer", raw.issuer);
     let tool_grants_claim = match raw.tool_grants_claim {
         Some(c) if c.trim().is_empty() => {
@@ -1030,11 +1095,7 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
         }
     };
     let ih = raw.identity_headers.unwrap_or_default();
-    e.unknown(
-        "auth.identity_headers",
-        &ih.unknown,
-        &["subject", "username", "client_id"],
-    );
+    e.unknown("auth.identity_headers", &ih.unknown, IDENTITY_HEADER_KEYS);
     let identity_headers = IdentityHeaders {
         subject: header_name(
             e,
@@ -1056,11 +1117,7 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
         ),
     };
     let c = raw.cache.unwrap_or_default();
-    e.unknown(
-        "auth.cache",
-        &c.unknown,
-        &["max_ttl", "negative_ttl", "capacity"],
-    );
+    e.unknown("auth.cache", &c.unknown, TOKEN_CACHE_KEYS);
     let cache = TokenCache {
         max_ttl: e.duration(
             "auth.cache.max_ttl",
@@ -1089,19 +1146,7 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
         e.add("auth.cache.capacity", "must be greater than 0");
     }
     let i = raw.introspection.unwrap_or_default();
-    e.unknown(
-        "auth.introspection",
-        &i.unknown,
-        &[
-            "timeout",
-            "max_response_bytes",
-            "max_concurrent",
-            "per_client_rate",
-            "per_client_burst",
-            "global_rate",
-            "global_burst",
-        ],
-    );
+    e.unknown("auth.introspection", &i.unknown, INTROSPECTION_KEYS);
     let max_response_bytes = match i.max_response_bytes.as_ref().map(parse_size) {
         None => DEFAULT_INTROSPECTION_MAX_BYTES,
         Some(Ok(n)) if n >= 256 => n,
@@ -1183,11 +1228,7 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
         );
     }
     let r = raw.registration.unwrap_or_default();
-    e.unknown(
-        "auth.registration",
-        &r.unknown,
-        &["enabled", "allowed_redirect_uris", "per_minute"],
-    );
+    e.unknown("auth.registration", &r.unknown, REGISTRATION_KEYS);
     let registration = Registration {
         enabled: r.enabled.unwrap_or(false),
         allowed_redirect_uris: r.allowed_redirect_uris.unwrap_or_default(),
@@ -1246,18 +1287,7 @@ fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Option<Auth> 
 }
 
 fn tls(e: &mut Errors, raw: RawTls, server: &Server, admin: &Admin) -> Tls {
-    e.unknown(
-        "tls",
-        &raw.unknown,
-        &[
-            "mode",
-            "cert_file",
-            "key_file",
-            "hsts",
-            "acme",
-            "http_listen",
-        ],
-    );
+    e.unknown("tls", &raw.unknown, TLS_KEYS);
     let mode_name = raw.mode.as_deref().unwrap_or("off");
     let mode = match mode_name {
         "off" => TlsMode::Off,
@@ -1337,21 +1367,7 @@ fn tls(e: &mut Errors, raw: RawTls, server: &Server, admin: &Admin) -> Tls {
 }
 
 fn acme(e: &mut Errors, raw: RawAcme) -> Option<Acme> {
-    e.unknown(
-        "tls.acme",
-        &raw.unknown,
-        &[
-            "domains",
-            "email",
-            "directory_url",
-            "ca_root_file",
-            "challenge",
-            "storage_dir",
-            "eab",
-            "retry_initial",
-            "retry_max",
-        ],
-    );
+    e.unknown("tls.acme", &raw.unknown, ACME_KEYS);
     let before = e.0.len();
     let domains = raw.domains.unwrap_or_default();
     if domains.is_empty() {
@@ -1422,11 +1438,7 @@ fn acme(e: &mut Errors, raw: RawAcme) -> Option<Acme> {
         Some(p) => Some(PathBuf::from(p)),
     };
     let eab = raw.eab.and_then(|r| {
-        e.unknown(
-            "tls.acme.eab",
-            &r.unknown,
-            &["kid", "hmac_key", "hmac_key_env", "hmac_key_file"],
-        );
+        e.unknown("tls.acme.eab", &r.unknown, EAB_KEYS);
         let key = e.secret(
             "tls.acme.eab",
             "hmac_key",
@@ -1520,11 +1532,7 @@ pub fn domain_problem(name: &str) -> Option<&'static str> {
 }
 
 fn limits(e: &mut Errors, raw: RawLimits) -> Limits {
-    e.unknown(
-        "limits",
-        &raw.unknown,
-        &["max_request_body", "max_header_bytes", "max_headers"],
-    );
+    e.unknown("limits", &raw.unknown, LIMITS_KEYS);
     let mut size = |path: &str, v: Option<&SizeValue>, default: u64| match v.map(parse_size) {
         None => default,
         Some(Ok(0)) => {
@@ -1568,13 +1576,9 @@ fn limits(e: &mut Errors, raw: RawLimits) -> Limits {
 }
 
 fn log(e: &mut Errors, raw: RawLog) -> Log {
-    e.unknown(
-        "log",
-        &raw.unknown,
-        &["format", "level", "access_log", "audit"],
-    );
+    e.unknown("log", &raw.unknown, LOG_KEYS);
     let a = raw.audit.unwrap_or_default();
-    e.unknown("log.audit", &a.unknown, &["enabled", "arguments", "redact"]);
+    e.unknown("log.audit", &a.unknown, AUDIT_KEYS);
     let redact = match a.redact {
         Some(keys) => {
             for (i, k) in keys.iter().enumerate() {
@@ -1615,7 +1619,7 @@ fn log(e: &mut Errors, raw: RawLog) -> Log {
 }
 
 fn health(e: &mut Errors, raw: RawHealth) -> Health {
-    e.unknown("health", &raw.unknown, &["probe_interval", "probe_timeout"]);
+    e.unknown("health", &raw.unknown, HEALTH_KEYS);
     let probe_interval = e.duration(
         "health.probe_interval",
         raw.probe_interval.as_ref(),
@@ -1676,23 +1680,7 @@ fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) -> Vec<Endpoi
     let mut out = Vec::new();
     for (i, ep) in raw.into_iter().enumerate() {
         let at = format!("endpoints[{i}]");
-        e.unknown(
-            &at,
-            &ep.unknown,
-            &[
-                "name",
-                "path",
-                "target",
-                "description",
-                "enabled",
-                "upstream_token_env",
-                "upstream_token_file",
-                "timeouts",
-                "tls_verify",
-                "tools",
-                "allowed_client_cidrs",
-            ],
-        );
+        e.unknown(&at, &ep.unknown, ENDPOINT_KEYS);
         let allowed_client_cidrs = cidrs(
             e,
             &prefixed(&at, "allowed_client_cidrs"),
@@ -1758,7 +1746,7 @@ fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) -> Vec<Endpoi
         );
         let t = ep.timeouts.unwrap_or_default();
         let tp = prefixed(&at, "timeouts");
-        e.unknown(&tp, &t.unknown, &["connect", "first_byte", "idle"]);
+        e.unknown(&tp, &t.unknown, TIMEOUT_KEYS);
         let timeouts = Timeouts {
             connect: e.duration(
                 &prefixed(&tp, "connect"),
@@ -1850,7 +1838,7 @@ fn tools(e: &mut Errors, at: &str, raw: Option<RawTools>, auth_on: bool) -> Tool
     let Some(raw) = raw else {
         return ToolPolicy::default();
     };
-    e.unknown(at, &raw.unknown, &["allow", "deny", "grants"]);
+    e.unknown(at, &raw.unknown, TOOLS_KEYS);
     let allow = match raw.allow {
         Some(a) => globs(e, &prefixed(at, "allow"), a),
         None => vec![Glob::new("*")],
@@ -1866,7 +1854,7 @@ fn tools(e: &mut Errors, at: &str, raw: Option<RawTools>, auth_on: bool) -> Tool
     let mut grants = Vec::new();
     for (i, g) in raw_grants.into_iter().enumerate() {
         let gp = format!("{at}.grants[{i}]");
-        e.unknown(&gp, &g.unknown, &["users", "clients", "allow"]);
+        e.unknown(&gp, &g.unknown, GRANT_KEYS);
         let users = g.users.unwrap_or_default();
         let clients = g.clients.unwrap_or_default();
         if users.is_empty() && clients.is_empty() {

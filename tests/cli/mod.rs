@@ -255,3 +255,99 @@ async fn notifies_systemd_when_listening() {
     assert!(msg.contains("READY=1"), "{msg}");
     drop(b);
 }
+
+/// The shipped reference config, `conf/tailbridge.yaml`.
+fn reference() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tailbridge.yaml")).unwrap()
+}
+
+/// A top-level section header, commented out or not: `server:`, `# auth:`.
+fn section_header(line: &str) -> Option<&str> {
+    let l = line.strip_prefix("# ").unwrap_or(line);
+    let (name, _) = l.split_once(':')?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).then_some(name)
+}
+
+/// The reference with its commented-out optional sections switched on: a line `# key: …` or
+/// `#   …` at column 0 loses its `# `; indented comments (alternatives) stay comments.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with(' ') || section_header(l).is_some() => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_reference_config_documents_every_key_the_parser_accepts() {
+    let text = reference();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut missing = Vec::new();
+    for (path, keys) in tailbridge::config::validate::SECTIONS {
+        let top = path.split(['.', '[']).next().unwrap_or_default();
+        // The lines of the top-level section the keys belong to (the whole file for the top).
+        let block: Vec<&str> = if top.is_empty() {
+            lines
+                .iter()
+                .filter(|l| section_header(l).is_some())
+                .copied()
+                .collect()
+        } else {
+            let start = lines
+                .iter()
+                .position(|l| section_header(l) == Some(top))
+                .unwrap_or_else(|| panic!("no `{top}:` section in conf/tailbridge.yaml"));
+            let end = lines[start + 1..]
+                .iter()
+                .position(|l| section_header(l).is_some())
+                .map_or(lines.len(), |n| start + 1 + n);
+            lines[start..end].to_vec()
+        };
+        for key in *keys {
+            let documented = block.iter().any(|l| {
+                let l = l.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
+                let l = l.strip_prefix("- ").unwrap_or(l);
+                l.starts_with(&format!("{key}:"))
+            });
+            if !documented {
+                missing.push(format!("{path}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "conf/tailbridge.yaml does not document: {missing:?}"
+    );
+}
+
+#[test]
+fn the_reference_config_is_valid_with_its_optional_sections_switched_on() {
+    let text = uncommented(&reference());
+    assert!(
+        text.contains("\nauth:\n"),
+        "the auth section was not switched on"
+    );
+    if let Err(e) = tailbridge::config::parse(&text) {
+        panic!("the uncommented reference config is invalid: {e:?}\n{text}");
+    }
+}
+
+#[test]
+fn check_explain_prints_the_effective_config_without_secrets() {
+    let cfg = concat!(
+        "server:\n  public_url: https://mcp.example.com\n",
+        "auth:\n  issuer: https://idp.t.ts.net\n  audience: https://mcp.example.com\n",
+        "  introspection_url: https://idp.t.ts.net/introspect\n  client_id: c\n",
+        "  client_secret: very-secret-value\n",
+        "endpoints:\n  - path: /a\n    target: http://h/mcp\n",
+    );
+    let (code, out, err) = run_cli(&["check", "--explain"], Some(cfg));
+    assert_eq!(code, 0, "{err}");
+    for default in ["per_client_burst: 20", "global_burst: 100", "first_byte: 300s", "max_headers: 100"] {
+        assert!(out.contains(default), "missing default `{default}`:\n{out}");
+    }
+    assert!(!out.contains("very-secret-value"), "a secret was printed");
+    assert!(out.contains("Inline(<redacted>)"), "{out}");
+}
