@@ -47,6 +47,20 @@ pub enum Command {
     /// if invalid, the running process keeps serving), start a new process that takes over the
     /// listening sockets, and let the old one drain.
     Reload,
+    /// Walk everything a Claude.ai connector depends on (config, running bridge, upstreams
+    /// over the tailnet, tsidp, the discovery chain, TLS) and say what is wrong and how to
+    /// fix it; exit 0 when nothing failed, 1 otherwise.
+    Doctor {
+        /// Print the checks as JSON: {checks: [{name, status, detail, hint}]}.
+        #[arg(long)]
+        json: bool,
+        /// Only this endpoint (name or path).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Bound on each network call, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Probe a /healthz URL; exit 0 when it answers 200, 1 otherwise.
     Healthcheck {
         /// URL to probe (plain http).

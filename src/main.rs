@@ -22,6 +22,38 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Doctor {
+            json,
+            endpoint,
+            timeout,
+        }) => {
+            let opts = tailbridge::doctor::Options {
+                endpoint,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let report = rt.block_on(tailbridge::doctor::run(&args.config, &opts));
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.render());
+            }
+            if report.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Some(Command::Check { explain }) => match config::load(&args.config) {
             Ok(cfg) => {
                 print!("{}", cli::summary(&cfg));

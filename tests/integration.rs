@@ -4,6 +4,7 @@ mod acme;
 mod auth;
 mod cli;
 mod common;
+mod doctor;
 mod e2e;
 mod hostile;
 mod mcp;

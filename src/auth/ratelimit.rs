@@ -8,10 +8,9 @@
 //!   active: only misses that come back inactive or failed spend a client's budget, so the
 //!   many users behind one address (all of Claude.ai comes from one published range) are not
 //!   throttled for having tokens that are new.
-//! - A client that sent a bad token in the last minute also takes from one global bucket
-//!   (`global_rate`, `global_burst`), given back the same way. A flood of
-//!   random tokens from many addresses is thus capped as a whole, while clients with no bad
-//!   tokens are never held back by it.
+//! - Every miss also takes from one global bucket (`global_rate`, `global_burst`), given
+//!   back the same way: bad lookups are capped as a whole, from any number of addresses,
+//!   while active tokens never drain it.
 //! - Buckets live in a bounded cache (moka: O(1) eviction, entries idle for a minute are
 //!   dropped, which leaves them full again).
 //! - The global cap on concurrent introspection calls is separate (`max_concurrent`).
@@ -24,8 +23,6 @@ use std::time::{Duration, Instant};
 const MAX_TRACKED: u64 = 100_000;
 /// A bucket unused this long is dropped (it would be full again by then at any sane rate).
 const IDLE_DROP: Duration = Duration::from_secs(60);
-/// How long a bad miss marks its client as one that must also spend the global budget.
-const BAD_MEMORY: Duration = Duration::from_secs(60);
 
 /// One token bucket.
 #[derive(Debug, Clone, Copy)]
@@ -79,14 +76,7 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 pub struct KeyedLimiter {
     rate: f64,
     burst: f64,
-    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<Client>>>,
-}
-
-/// One client's state: its bucket, and when it last sent a bad token.
-#[derive(Debug)]
-struct Client {
-    bucket: Bucket,
-    last_bad: Option<Instant>,
+    buckets: moka::sync::Cache<IpAddr, Arc<Mutex<Bucket>>>,
 }
 
 impl std::fmt::Debug for KeyedLimiter {
@@ -110,46 +100,33 @@ impl KeyedLimiter {
         }
     }
 
-    fn client(&self, ip: IpAddr, now: Instant) -> Arc<Mutex<Client>> {
+    fn bucket(&self, ip: IpAddr, now: Instant) -> Arc<Mutex<Bucket>> {
         self.buckets.get_with(client_key(ip), || {
-            Arc::new(Mutex::new(Client {
-                bucket: Bucket::full(self.burst, now),
-                last_bad: None,
-            }))
+            Arc::new(Mutex::new(Bucket::full(self.burst, now)))
         })
     }
 
-    /// Take one token for `ip` at `now`: `Some(clean)` when there was one (`clean`: no bad
-    /// token from this client in the last minute), `None` when its budget is spent.
-    pub fn take_at(&self, ip: IpAddr, now: Instant) -> Option<bool> {
-        let c = self.client(ip, now);
-        let mut c = c.lock().ok()?;
-        c.bucket.take(self.rate, self.burst, now)?;
-        Some(
-            c.last_bad
-                .is_none_or(|t| now.saturating_duration_since(t) > BAD_MEMORY),
-        )
+    /// Take one token for `ip` at `now`; false when the client's budget is spent.
+    pub fn take_at(&self, ip: IpAddr, now: Instant) -> bool {
+        self.bucket(ip, now)
+            .lock()
+            .ok()
+            .and_then(|mut b| b.take(self.rate, self.burst, now))
+            .is_some()
     }
 
     /// Give back the token taken for `ip` (its miss turned out active).
     pub fn give_back(&self, ip: IpAddr) {
-        if let Some(c) = self.buckets.get(&client_key(ip)) {
-            if let Ok(mut c) = c.lock() {
-                c.bucket.give_back(self.burst);
+        if let Some(b) = self.buckets.get(&client_key(ip)) {
+            if let Ok(mut b) = b.lock() {
+                b.give_back(self.burst);
             }
-        }
-    }
-
-    /// Remember that `ip` sent a bad token (inactive, or a failed lookup) at `now`.
-    pub fn mark_bad(&self, ip: IpAddr, now: Instant) {
-        if let Ok(mut c) = self.client(ip, now).lock() {
-            c.last_bad = Some(now);
         }
     }
 
     /// Take one token; false when the bucket is empty.
     pub fn allow(&self, ip: IpAddr) -> bool {
-        self.take_at(ip, Instant::now()).is_some()
+        self.take_at(ip, Instant::now())
     }
 }
 
@@ -195,19 +172,13 @@ mod tests {
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         let other: IpAddr = "198.51.100.2".parse().unwrap();
         let t0 = Instant::now();
-        assert_eq!(l.take_at(ip, t0), Some(true), "a fresh client is clean");
-        l.mark_bad(ip, t0);
-        assert_eq!(l.take_at(ip, t0), Some(false), "a bad token marks it");
-        assert_eq!(l.take_at(ip, t0), Some(false));
-        assert_eq!(l.take_at(ip, t0), None);
-        assert_eq!(l.take_at(other, t0), Some(true), "buckets are per client");
-        assert!(l.take_at(ip, t0 + Duration::from_millis(500)).is_some());
-        assert!(l.take_at(ip, t0 + Duration::from_millis(500)).is_none());
-        assert_eq!(
-            l.take_at(ip, t0 + Duration::from_secs(61)),
-            Some(true),
-            "the mark fades after a minute"
-        );
+        assert!(l.take_at(ip, t0));
+        assert!(l.take_at(ip, t0));
+        assert!(l.take_at(ip, t0));
+        assert!(!l.take_at(ip, t0));
+        assert!(l.take_at(other, t0), "buckets are per client");
+        assert!(l.take_at(ip, t0 + Duration::from_millis(500)));
+        assert!(!l.take_at(ip, t0 + Duration::from_millis(500)));
     }
 
     #[test]
@@ -216,13 +187,12 @@ mod tests {
         let ip: IpAddr = "198.51.100.9".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..200 {
-            assert!(
-                l.take_at(ip, t0).is_some(),
-                "active misses never spend the budget"
-            );
+            assert!(l.take_at(ip, t0), "active misses never spend the budget");
             l.give_back(ip);
         }
-        assert_eq!(l.take_at(ip, t0), Some(true));
+        assert!(l.take_at(ip, t0));
+        assert!(l.take_at(ip, t0));
+        assert!(!l.take_at(ip, t0));
     }
 
     #[test]
@@ -242,13 +212,12 @@ mod tests {
         }
         let l = KeyedLimiter::new(0.001, 1);
         let t0 = Instant::now();
-        assert!(l.take_at("2001:db8:1:2::1".parse().unwrap(), t0).is_some());
+        assert!(l.take_at("2001:db8:1:2::1".parse().unwrap(), t0));
         assert!(
-            l.take_at("2001:db8:1:2::ffff".parse().unwrap(), t0)
-                .is_none(),
+            !l.take_at("2001:db8:1:2::ffff".parse().unwrap(), t0),
             "another address in the same /64 shares the budget"
         );
-        assert!(l.take_at("2001:db8:1:3::1".parse().unwrap(), t0).is_some());
+        assert!(l.take_at("2001:db8:1:3::1".parse().unwrap(), t0));
     }
 
     #[test]

@@ -224,13 +224,6 @@ struct Spent {
 }
 
 impl Spent {
-    /// The token was bad (or the lookup failed): the budget stays spent.
-    fn keep(self, v: &Verifier) {
-        if let Some(ip) = self.client {
-            v.limiter.mark_bad(ip, Instant::now());
-        }
-    }
-
     fn give_back(self, v: &Verifier) {
         if let Some(ip) = self.client {
             v.limiter.give_back(ip);
@@ -392,26 +385,23 @@ impl Verifier {
         token: &str,
         client: Option<IpAddr>,
     ) -> Result<Verdict, MissError> {
-        // The flood model (see `ratelimit`): a miss takes a token from its client's budget,
-        // and from the global one when the client sent bad tokens recently; both come back
-        // if the token is active.
+        // The flood model (see `ratelimit`): a miss takes a token from its client's budget
+        // and from the global one; both come back if the token is active.
         let now = Instant::now();
         let mut spent = Spent::default();
         if let Some(ip) = client {
-            match self.limiter.take_at(ip, now) {
-                None => return Err(self.rate_limited()),
-                Some(true) => spent.client = Some(ip),
-                Some(false) => {
-                    // This client sent a bad token lately: the global budget pays too.
-                    if !self.global.take_at(now) {
-                        self.limiter.give_back(ip);
-                        return Err(self.rate_limited());
-                    }
-                    spent.client = Some(ip);
-                    spent.global = true;
-                }
+            if !self.limiter.take_at(ip, now) {
+                return Err(self.rate_limited());
             }
+            spent.client = Some(ip);
         }
+        // Every miss also takes from the global budget: given back when active, so only bad
+        // lookups drain it, however many addresses they come from.
+        if !self.global.take_at(now) {
+            spent.give_back(self);
+            return Err(self.rate_limited());
+        }
+        spent.global = true;
         let permit =
             match tokio::time::timeout(self.cfg.introspection.timeout, self.in_flight.acquire())
                 .await
@@ -461,7 +451,6 @@ impl Verifier {
                 Ok(Verdict::Active(Arc::new(claims), Arc::new(principal)))
             }
             Ok(Ok(_)) => {
-                spent.keep(self);
                 self.metrics
                     .introspections
                     .with_label_values(&["inactive"])
@@ -478,7 +467,6 @@ impl Verifier {
                 Ok(Verdict::Inactive)
             }
             Ok(Err(e)) => {
-                spent.keep(self);
                 self.metrics
                     .introspections
                     .with_label_values(&["error"])
@@ -492,7 +480,6 @@ impl Verifier {
                 Err(MissError::Idp)
             }
             Err(_) => {
-                spent.keep(self);
                 self.metrics
                     .introspections
                     .with_label_values(&["timeout"])

@@ -345,7 +345,12 @@ fn check_explain_prints_the_effective_config_without_secrets() {
     );
     let (code, out, err) = run_cli(&["check", "--explain"], Some(cfg));
     assert_eq!(code, 0, "{err}");
-    for default in ["per_client_burst: 20", "global_burst: 100", "first_byte: 300s", "max_headers: 100"] {
+    for default in [
+        "per_client_burst: 20",
+        "global_burst: 100",
+        "first_byte: 300s",
+        "max_headers: 100",
+    ] {
         assert!(out.contains(default), "missing default `{default}`:\n{out}");
     }
     assert!(!out.contains("very-secret-value"), "a secret was printed");

@@ -192,6 +192,15 @@ async fn answer(
         // Never answer (the bridge's first-byte deadline must end this).
         std::future::pending::<()>().await;
     }
+    if path_and_query.contains("/misdirected") {
+        // What an MCP SDK server with DNS-rebinding protection answers a Host it does not know.
+        return Response::builder()
+            .status(421)
+            .body(BoxBody::new(Full::new(Bytes::from_static(
+                b"Misdirected Request",
+            ))))
+            .unwrap();
+    }
     if path_and_query.contains("/accepted") {
         return Response::builder()
             .status(202)

@@ -26,7 +26,7 @@ impl Drop for Node {
 }
 
 /// Start a node script that prints `listening <port>` and return it with its port.
-fn start_node(script: &str, env: &[(&str, &str)]) -> (Node, u16) {
+pub(crate) fn start_node(script: &str, env: &[(&str, &str)]) -> (Node, u16) {
     let dir = e2e_dir();
     let mut cmd = Command::new("node");
     cmd.arg(dir.join(script))

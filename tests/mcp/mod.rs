@@ -26,7 +26,7 @@ fn py_script(name: &str) -> PathBuf {
 }
 
 /// The Python SDK server on a free port; it appends every tool it runs to `calls`.
-fn start_py_server(calls: &std::path::Path) -> (Node, u16) {
+pub(crate) fn start_py_server(calls: &std::path::Path) -> (Node, u16) {
     let port = free_port();
     let mut child = Command::new(py())
         .arg(py_script("server.py"))

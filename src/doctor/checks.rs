@@ -1,0 +1,880 @@
+//! The doctor's checks, in the order a connector depends on them.
+
+use super::{Check, Options};
+use crate::config::{Config, Endpoint, TailnetMode, TlsMode};
+use crate::tailnet::Connector;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The scopes tsidp can grant (requirements #2, #32).
+const TSIDP_SCOPES: &[&str] = &["openid", "email", "profile"];
+
+pub async fn all(path: &std::path::Path, opts: &Options) -> Vec<Check> {
+    let mut out = Vec::new();
+    let config = match crate::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Check::fail(
+                "config",
+                format!("{}: {e}", path.display()),
+                "fix the fields named above (`tailbridge check` lists every problem)",
+            ));
+            return out;
+        }
+    };
+    config_checks(&config, path, &mut out);
+    let client = match http_client(opts, None, true) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Check::fail("doctor", e, "report this as a bug"));
+            return out;
+        }
+    };
+    let running = bridge_checks(&config, &client, &mut out).await;
+    let endpoints: Vec<&Endpoint> = config
+        .endpoints
+        .iter()
+        .filter(|e| {
+            opts.endpoint
+                .as_deref()
+                .is_none_or(|want| e.name == want || e.path == want)
+        })
+        .collect();
+    if endpoints.is_empty() {
+        out.push(Check::fail(
+            "endpoints",
+            format!(
+                "no endpoint named {}",
+                opts.endpoint.as_deref().unwrap_or("?")
+            ),
+            "give --endpoint an endpoint's name or path from the config",
+        ));
+        return out;
+    }
+    let connector = tailnet_checks(&config, running.as_ref(), &mut out).await;
+    for ep in &endpoints {
+        endpoint_checks(
+            &config,
+            ep,
+            connector.as_ref(),
+            running.as_ref(),
+            opts,
+            &mut out,
+        )
+        .await;
+    }
+    if let Some(auth) = &config.auth {
+        idp_checks(&config, auth, connector.as_ref(), opts, &mut out).await;
+    }
+    discovery_checks(&config, &endpoints, &client, running.is_some(), &mut out).await;
+    super::tls::public_tls_checks(&config, opts, &mut out).await;
+    out
+}
+
+fn config_checks(config: &Config, path: &std::path::Path, out: &mut Vec<Check>) {
+    let problems = crate::cli::start_problems(config);
+    if problems.is_empty() {
+        out.push(Check::ok(
+            "config",
+            format!(
+                "{} is valid ({} endpoints)",
+                path.display(),
+                config.endpoints.len()
+            ),
+        ));
+    } else {
+        for p in problems {
+            out.push(Check::fail("config", p, "fix the field named above"));
+        }
+    }
+    for w in crate::cli::warnings(config) {
+        out.push(Check::warn("config", w, None));
+    }
+}
+
+/// A reqwest client with the doctor's timeout, through `proxy` when given.
+fn http_client(
+    opts: &Options,
+    proxy: Option<reqwest::Proxy>,
+    verify: bool,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(opts.timeout)
+        .connect_timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tailbridge-doctor/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(!verify);
+    b = match proxy {
+        Some(p) => b.proxy(p),
+        None => b.no_proxy(),
+    };
+    b.build()
+        .map_err(|e| format!("building an HTTP client: {e}"))
+}
+
+/// Where the local listener answers: an unspecified address is reached on loopback.
+fn local(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(v) if v.is_unspecified() => {
+            SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// What the running bridge said about itself.
+pub struct Running {
+    pub health: Value,
+}
+
+async fn bridge_checks(
+    config: &Config,
+    client: &reqwest::Client,
+    out: &mut Vec<Check>,
+) -> Option<Running> {
+    let Some(admin) = config.admin.listen else {
+        out.push(Check::skip(
+            "bridge",
+            "admin.listen is off: cannot ask a running bridge about itself",
+        ));
+        return None;
+    };
+    let admin = local(admin);
+    let health = client.get(format!("http://{admin}/healthz")).send().await;
+    let Ok(resp) = health else {
+        out.push(Check::warn(
+            "bridge",
+            format!("no bridge answers on the admin listener {admin}: it is not running here"),
+            Some("start it (systemctl start tailbridge); the checks below run without it where they can".into()),
+        ));
+        return None;
+    };
+    let status = resp.status().as_u16();
+    let health: Value = resp.json().await.unwrap_or_default();
+    let version = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.text())
+        .map(|_| ());
+    let _ = version;
+    let mode = health["mode"].as_str().unwrap_or("?").to_string();
+    if status == 200 {
+        out.push(Check::ok(
+            "bridge",
+            format!("running (admin {admin}, tailnet mode {mode}, health {status})"),
+        ));
+    } else {
+        let reasons = health["reasons"].to_string();
+        out.push(Check::fail(
+            "bridge",
+            format!("running but not ready (health {status}): {reasons}"),
+            "see the reasons; `journalctl -u tailbridge` has the details",
+        ));
+    }
+    let main = local(config.server.listen);
+    let scheme = if config.tls.mode == TlsMode::Off {
+        "http"
+    } else {
+        "https"
+    };
+    let livez = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .ok();
+    let answered = match livez {
+        Some(c) => c
+            .get(format!("{scheme}://{main}/livez"))
+            .send()
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if answered {
+        out.push(Check::ok(
+            "bridge.listen",
+            format!("{scheme}://{main} answers"),
+        ));
+    } else {
+        out.push(Check::fail(
+            "bridge.listen",
+            format!("nothing answers on server.listen {main} ({scheme})"),
+            "check server.listen and that no firewall drops it; the admin listener answered",
+        ));
+    }
+    Some(Running { health })
+}
+
+async fn tailnet_checks(
+    config: &Config,
+    running: Option<&Running>,
+    out: &mut Vec<Check>,
+) -> Option<Arc<dyn Connector>> {
+    match config.tailnet.mode {
+        TailnetMode::Tsnet => {
+            // The embedded node belongs to the running bridge (its state directory is
+            // locked to it): read its state from there.
+            match running {
+                Some(r) => {
+                    let connected = r.health["tsnet_connected"].as_bool().unwrap_or(false);
+                    let addrs = r.health["addresses"].to_string();
+                    if connected {
+                        out.push(Check::ok(
+                            "tailnet",
+                            format!("tsnet node running, addresses {addrs}"),
+                        ));
+                    } else {
+                        out.push(Check::fail(
+                            "tailnet",
+                            format!("tsnet node not running: {}", r.health["reasons"]),
+                            "check the node in the Tailscale admin console and tailnet.authkey_* / state_dir",
+                        ));
+                    }
+                }
+                None => out.push(Check::skip(
+                    "tailnet",
+                    "tsnet mode: the node runs inside the bridge, which is not running",
+                )),
+            }
+            None
+        }
+        TailnetMode::Direct | TailnetMode::Socks5 => match crate::tailnet::build(config) {
+            Ok(c) => {
+                c.refresh_status().await;
+                let st = c.status();
+                if st.ready {
+                    let what = match config.tailnet.mode {
+                        TailnetMode::Socks5 => "the SOCKS5 proxy answers",
+                        _ => "the host's network and resolver (tailscaled with MagicDNS)",
+                    };
+                    out.push(Check::ok(
+                        "tailnet",
+                        format!("{} mode: {what}", st.mode.as_str()),
+                    ));
+                } else {
+                    out.push(Check::fail(
+                        "tailnet",
+                        format!(
+                            "{} mode: {}",
+                            st.mode.as_str(),
+                            st.reason.unwrap_or_else(|| "not ready".into())
+                        ),
+                        "check tailnet.socks5.address and that tailscaled's SOCKS5 server runs",
+                    ));
+                }
+                Some(c)
+            }
+            Err(e) => {
+                out.push(Check::fail(
+                    "tailnet",
+                    e.to_string(),
+                    "fix the tailnet section",
+                ));
+                None
+            }
+        },
+    }
+}
+
+async fn endpoint_checks(
+    config: &Config,
+    ep: &Endpoint,
+    connector: Option<&Arc<dyn Connector>>,
+    running: Option<&Running>,
+    opts: &Options,
+    out: &mut Vec<Check>,
+) {
+    let name = format!("endpoint {}", ep.name);
+    let Some(connector) = connector else {
+        // tsnet: the running bridge's probes tell.
+        match running.and_then(|r| r.health["upstreams"].get(&ep.name).cloned()) {
+            Some(v) if v["up"].as_bool() == Some(true) => out.push(Check::ok(
+                format!("{name}: reach"),
+                format!("{}:{} answers the bridge's probes", ep.host, ep.port),
+            )),
+            Some(v) => out.push(Check::fail(
+                format!("{name}: reach"),
+                format!("{}:{} does not answer the bridge's probes: {}", ep.host, ep.port, v["error"]),
+                "allow the bridge's tag to reach the MCP server's tag and port in the tailnet policy file",
+            )),
+            None => out.push(Check::skip(format!("{name}: reach"), "no probe result from a running bridge")),
+        }
+        return;
+    };
+    if config.tailnet.mode == TailnetMode::Direct {
+        match tokio::time::timeout(
+            opts.timeout,
+            tokio::net::lookup_host((ep.host.as_str(), ep.port)),
+        )
+        .await
+        {
+            Ok(Ok(addrs)) => {
+                let a: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                out.push(Check::ok(
+                    format!("{name}: resolve"),
+                    format!("{} → {}", ep.host, a.join(", ")),
+                ));
+            }
+            Ok(Err(e)) => {
+                out.push(Check::fail(
+                    format!("{name}: resolve"),
+                    format!("{}: {e}", ep.host),
+                    "use the MagicDNS name or the ts.net FQDN of the MCP server in endpoints[].target, and check that MagicDNS is on",
+                ));
+                return;
+            }
+            Err(_) => {
+                out.push(Check::fail(
+                    format!("{name}: resolve"),
+                    format!("{}: no answer within {:?}", ep.host, opts.timeout),
+                    "check the host's resolver (MagicDNS)",
+                ));
+                return;
+            }
+        }
+    }
+    let started = Instant::now();
+    match tokio::time::timeout(
+        opts.timeout.min(ep.timeouts.connect),
+        connector.dial(&ep.host, ep.port),
+    )
+    .await
+    {
+        Ok(Ok(_)) => out.push(Check::ok(
+            format!("{name}: dial"),
+            format!(
+                "{}:{} in {:.1} ms",
+                ep.host,
+                ep.port,
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+        )),
+        Ok(Err(e)) => {
+            out.push(Check::fail(
+                format!("{name}: dial"),
+                e.to_string(),
+                "is the MCP server running on that port? Does the tailnet policy let the bridge reach it (e.g. tag:tailbridge → tag:mcp)?",
+            ));
+            return;
+        }
+        Err(_) => {
+            out.push(Check::fail(
+                format!("{name}: dial"),
+                format!("{}:{} did not answer within {:?}", ep.host, ep.port, opts.timeout),
+                "a peer that does not answer: the machine is off or asleep, or the tailnet policy drops the bridge's packets",
+            ));
+            return;
+        }
+    }
+    let client = match http_client(opts, connector.reqwest_proxy(), ep.tls_verify) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Check::fail(
+                format!("{name}: mcp"),
+                e,
+                "report this as a bug",
+            ));
+            return;
+        }
+    };
+    mcp_probe(ep, &client, &name, out).await;
+}
+
+/// The first JSON-RPC message in a JSON or SSE body.
+fn first_message(body: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        return Some(v);
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+}
+
+async fn mcp_probe(ep: &Endpoint, client: &reqwest::Client, name: &str, out: &mut Vec<Check>) {
+    let token = ep.upstream_token.as_ref().and_then(|t| t.resolve().ok());
+    let mut req = client
+        .post(ep.target.as_str())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "tailbridge-doctor", "version": env!("CARGO_PKG_VERSION")}}})
+            .to_string(),
+        );
+    if let Some(t) = &token {
+        req = req.bearer_auth(t.expose());
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let hint = if msg.contains("certificate") || msg.contains("Certificate") {
+                "the upstream's certificate is not valid for its name: serve a cert for the ts.net name (`tailscale cert`), or set endpoints[].tls_verify: false for a self-signed one on the tailnet"
+            } else {
+                "the upstream accepted the connection but the request failed: is it an MCP streamable HTTP server at that path?"
+            };
+            out.push(Check::fail(format!("{name}: mcp"), msg, hint));
+            return;
+        }
+    };
+    let status = resp.status().as_u16();
+    let session = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.text().await.unwrap_or_default();
+    match status {
+        200 => {}
+        421 => {
+            out.push(Check::fail(
+                format!("{name}: mcp"),
+                format!("HTTP 421 Misdirected Request from {}", ep.target),
+                format!(
+                    "the upstream refuses the Host header `{}`: allow that host in the MCP server (its allowed hosts / DNS-rebinding protection), or point endpoints[].target at the name it expects",
+                    ep.authority
+                ),
+            ));
+            return;
+        }
+        401 | 403 => {
+            out.push(Check::fail(
+                format!("{name}: mcp"),
+                format!("HTTP {status} from {}", ep.target),
+                "the upstream wants its own credentials: set endpoints[].upstream_token_env or upstream_token_file",
+            ));
+            return;
+        }
+        _ => {
+            let head: String = body.chars().take(160).collect();
+            out.push(Check::fail(
+                format!("{name}: mcp"),
+                format!("HTTP {status} from {}: {head}", ep.target),
+                "check that endpoints[].target is the MCP endpoint's full URL (often …/mcp)",
+            ));
+            return;
+        }
+    }
+    let Some(msg) = first_message(&body) else {
+        out.push(Check::fail(
+            format!("{name}: mcp"),
+            "the initialize answer is not JSON-RPC",
+            "check that endpoints[].target is an MCP streamable HTTP endpoint",
+        ));
+        return;
+    };
+    let info = &msg["result"]["serverInfo"];
+    out.push(Check::ok(
+        format!("{name}: mcp"),
+        format!(
+            "{} {} speaks {}",
+            info["name"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("?"),
+            info["version"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("?"),
+            msg["result"]["protocolVersion"].as_str().unwrap_or("?")
+        ),
+    ));
+    if let Some(sid) = session {
+        // End the probe's session.
+        let mut del = client
+            .delete(ep.target.as_str())
+            .header("mcp-session-id", sid);
+        if let Some(t) = &token {
+            del = del.bearer_auth(t.expose());
+        }
+        let _ = del.send().await;
+    }
+}
+
+async fn idp_checks(
+    config: &Config,
+    auth: &crate::config::Auth,
+    connector: Option<&Arc<dyn Connector>>,
+    opts: &Options,
+    out: &mut Vec<Check>,
+) {
+    let _ = config;
+    let proxy = connector.and_then(|c| c.reqwest_proxy());
+    let client = match http_client(opts, proxy, true) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Check::fail("idp", e, "report this as a bug"));
+            return;
+        }
+    };
+    let base = auth.issuer.as_str().trim_end_matches('/');
+    let url = format!("{base}/.well-known/oauth-authorization-server");
+    match client
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => {
+            let v: Value = r.json().await.unwrap_or_default();
+            let issuer = v["issuer"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string();
+            let pkce = v["code_challenge_methods_supported"].to_string();
+            out.push(Check::ok(
+                "idp: metadata",
+                format!(
+                    "{url}: issuer {issuer}, authorization {}, PKCE {pkce}",
+                    v["authorization_endpoint"]
+                ),
+            ));
+            if issuer != base {
+                out.push(Check::fail(
+                    "idp: issuer",
+                    format!("tsidp says its issuer is {issuer}, auth.issuer is {base}"),
+                    format!("set auth.issuer to {issuer}"),
+                ));
+            }
+        }
+        Ok(r) => out.push(Check::fail(
+            "idp: metadata",
+            format!("{url} answered HTTP {}", r.status().as_u16()),
+            "check auth.issuer: it is tsidp's URL (https://idp.<tailnet>.ts.net)",
+        )),
+        Err(e) => {
+            out.push(Check::fail(
+                "idp: metadata",
+                format!("{url}: {e}"),
+                "the bridge cannot reach tsidp: allow the bridge's tag to reach tsidp on 443 in the tailnet policy file",
+            ));
+            return;
+        }
+    }
+    let secret = match auth.client_secret.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(Check::fail(
+                "idp: introspection",
+                format!("auth.client_secret: {e}"),
+                "set the secret the config names",
+            ));
+            return;
+        }
+    };
+    let probe_token = format!("tailbridge-doctor-{}", crate::mcp::audit::now_rfc3339());
+    let started = Instant::now();
+    let res = client
+        .post(auth.introspection_url.as_str())
+        .basic_auth(&auth.client_id, Some(secret.expose()))
+        .header("accept", "application/json")
+        .form(&[("token", probe_token.as_str())])
+        .send()
+        .await;
+    match res {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or_default();
+            match (status, v["active"].as_bool()) {
+                (200, Some(false)) => out.push(Check::ok(
+                    "idp: introspection",
+                    format!(
+                        "{} answers with the bridge's credentials in {:.0} ms",
+                        auth.introspection_url,
+                        started.elapsed().as_secs_f64() * 1000.0
+                    ),
+                )),
+                (400 | 401 | 403, _) => out.push(Check::fail(
+                    "idp: introspection",
+                    format!("{} refused the bridge's credentials (HTTP {status})", auth.introspection_url),
+                    "auth.client_id / auth.client_secret must be a client registered at tsidp",
+                )),
+                _ => out.push(Check::fail(
+                    "idp: introspection",
+                    format!("{} answered HTTP {status}: {v}", auth.introspection_url),
+                    "check auth.introspection_url (tsidp: <issuer>/introspect)",
+                )),
+            }
+        }
+        Err(e) => out.push(Check::fail(
+            "idp: introspection",
+            format!("{}: {e}", auth.introspection_url),
+            "a timeout means the tailnet or its policy: allow the bridge's tag to reach tsidp on 443",
+        )),
+    }
+}
+
+/// RFC 8414 §3.1: the metadata URL of an issuer, with the well-known segment inserted
+/// before the issuer's path.
+pub fn as_metadata_url(issuer: &str) -> Option<String> {
+    let u = url::Url::parse(issuer).ok()?;
+    let path = u.path().trim_end_matches('/');
+    Some(format!(
+        "{}/.well-known/oauth-authorization-server{path}",
+        u.origin().ascii_serialization()
+    ))
+}
+
+async fn discovery_checks(
+    config: &Config,
+    endpoints: &[&Endpoint],
+    client: &reqwest::Client,
+    running: bool,
+    out: &mut Vec<Check>,
+) {
+    let Some(auth) = &config.auth else {
+        out.push(Check::skip(
+            "discovery",
+            "no auth section: clients connect without OAuth",
+        ));
+        return;
+    };
+    let public = auth.public_origin.trim_end_matches('/').to_string();
+    if let Ok(u) = url::Url::parse(&public) {
+        if u.scheme() != "https" || u.port_or_known_default() != Some(443) {
+            out.push(Check::warn(
+                "discovery: public_url",
+                format!("{public} is not https on port 443"),
+                Some("Claude.ai reaches connectors on 443 only: serve the bridge (or a proxy in front) at https://<host>/ and set server.public_url to it".into()),
+            ));
+        }
+    }
+    if !running {
+        out.push(Check::skip(
+            "discovery",
+            "the bridge is not running: the chain cannot be followed",
+        ));
+        return;
+    }
+    let insecure = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|_| client.clone());
+    let c = &insecure;
+    for ep in endpoints {
+        let name = format!("discovery {}", ep.name);
+        let url = format!("{public}{}", ep.path);
+        let r = match c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(Check::fail(
+                    format!("{name}: 401"),
+                    format!("POST {url}: {e}"),
+                    "server.public_url must be where clients reach this bridge (DNS, port, TLS)",
+                ));
+                continue;
+            }
+        };
+        let www = r
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let prm = www
+            .split("resource_metadata=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .map(str::to_string);
+        let (Some(prm), 401) = (prm, r.status().as_u16()) else {
+            out.push(Check::fail(
+                format!("{name}: 401"),
+                format!(
+                    "POST {url} → HTTP {} without a resource_metadata challenge",
+                    r.status().as_u16()
+                ),
+                "server.public_url points somewhere else than this bridge (another port or proxy?)",
+            ));
+            continue;
+        };
+        out.push(Check::ok(
+            format!("{name}: 401"),
+            format!("POST {url} → 401, resource_metadata {prm}"),
+        ));
+        let doc: Value = match c.get(&prm).send().await {
+            Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+            other => {
+                out.push(Check::fail(
+                    format!("{name}: PRM"),
+                    format!(
+                        "GET {prm} → {}",
+                        other
+                            .map(|r| r.status().as_u16().to_string())
+                            .unwrap_or_else(|e| e.to_string())
+                    ),
+                    "the protected-resource document must be served at the URL the challenge names",
+                ));
+                continue;
+            }
+        };
+        let resource = doc["resource"].as_str().unwrap_or_default();
+        let as_url = doc["authorization_servers"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if crate::auth::verify::normalise_url(resource) != url {
+            out.push(Check::fail(
+                format!("{name}: PRM"),
+                format!("resource is {resource}, the endpoint is {url}"),
+                "set server.public_url to the origin clients use",
+            ));
+            continue;
+        }
+        out.push(Check::ok(
+            format!("{name}: PRM"),
+            format!("GET {prm} → 200, authorization server {as_url}"),
+        ));
+        let Some(meta_url) = as_metadata_url(&as_url) else {
+            out.push(Check::fail(
+                format!("{name}: AS metadata"),
+                format!("`{as_url}` is not a URL"),
+                "check auth.advertise",
+            ));
+            continue;
+        };
+        let meta: Value = match c.get(&meta_url).send().await {
+            Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+            other => {
+                out.push(Check::fail(
+                    format!("{name}: AS metadata"),
+                    format!("GET {meta_url} → {}", other.map(|r| r.status().as_u16().to_string()).unwrap_or_else(|e| e.to_string())),
+                    "the bridge serves tsidp's metadata when tsidp is reachable: see the idp checks",
+                ));
+                continue;
+            }
+        };
+        let mut problems = Vec::new();
+        if crate::auth::verify::normalise_url(meta["issuer"].as_str().unwrap_or_default())
+            != crate::auth::verify::normalise_url(&as_url)
+        {
+            problems.push(format!(
+                "issuer {} is not {as_url} (RFC 8414 §3.3: strict clients refuse it)",
+                meta["issuer"]
+            ));
+        }
+        if !meta["token_endpoint"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&public)
+        {
+            problems.push(format!(
+                "token_endpoint {} is not at the bridge",
+                meta["token_endpoint"]
+            ));
+        }
+        let idp = auth.issuer.as_str().trim_end_matches('/');
+        if !meta["authorization_endpoint"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(idp)
+        {
+            problems.push(format!(
+                "authorization_endpoint {} is not at tsidp",
+                meta["authorization_endpoint"]
+            ));
+        }
+        if meta["code_challenge_methods_supported"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+        {
+            problems.push("no code_challenge_methods_supported (clients must refuse it)".into());
+        }
+        if let Some(scopes) = meta["scopes_supported"].as_array() {
+            let bad: Vec<&str> = scopes
+                .iter()
+                .filter_map(|s| s.as_str())
+                .filter(|s| !TSIDP_SCOPES.contains(s))
+                .collect();
+            if !bad.is_empty() {
+                out.push(Check::warn(
+                    format!("{name}: scopes"),
+                    format!("the AS metadata lists scopes tsidp cannot grant: {}", bad.join(", ")),
+                    Some("clients that ask for them get invalid_scope from tsidp; the protected-resource document names openid, profile, email".into()),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            out.push(Check::ok(
+                format!("{name}: AS metadata"),
+                format!("GET {meta_url} → issuer, endpoints and PKCE in order"),
+            ));
+        } else {
+            out.push(Check::fail(
+                format!("{name}: AS metadata"),
+                problems.join("; "),
+                "auth.advertise: bridge makes the bridge origin the issuer; auth.issuer must be tsidp's URL",
+            ));
+            continue;
+        }
+        let authz = format!("{public}/authorize?response_type=code&client_id=doctor&state=doctor");
+        match c.get(&authz).send().await {
+            Ok(r) if r.status().as_u16() == 302 => {
+                let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                out.push(Check::ok(format!("{name}: authorize"), format!("GET /authorize → 302 {}", loc.split('?').next().unwrap_or_default())));
+            }
+            other => out.push(Check::fail(
+                format!("{name}: authorize"),
+                format!("GET /authorize → {}", other.map(|r| r.status().as_u16().to_string()).unwrap_or_else(|e| e.to_string())),
+                "the bridge redirects /authorize to tsidp; the user's browser must be on the tailnet to follow it",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc8414_metadata_urls() {
+        for (issuer, want) in [
+            (
+                "https://mcp.example.com",
+                "https://mcp.example.com/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://mcp.example.com/",
+                "https://mcp.example.com/.well-known/oauth-authorization-server",
+            ),
+            (
+                "https://h.example/tenant/a",
+                "https://h.example/.well-known/oauth-authorization-server/tenant/a",
+            ),
+            (
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8080/.well-known/oauth-authorization-server",
+            ),
+        ] {
+            assert_eq!(as_metadata_url(issuer).as_deref(), Some(want), "{issuer}");
+        }
+    }
+
+    #[test]
+    fn first_message_from_json_or_sse() {
+        assert_eq!(first_message(r#"{"a":1}"#), Some(json!({"a": 1})));
+        assert_eq!(
+            first_message("event: message\ndata: {\"b\":2}\n\n"),
+            Some(json!({"b": 2}))
+        );
+        assert_eq!(first_message("nope"), None);
+    }
+}
