@@ -54,6 +54,8 @@ impl StartError {
 pub struct RunOptions {
     /// Take over the listening sockets of a running instance (pingora graceful upgrade).
     pub upgrade: bool,
+    /// The config file, for the doctor on the admin listener.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Periodic reachability probes of every endpoint's upstream.
@@ -403,6 +405,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         let app = pingora::apps::http_app::HttpServer::new_app(AdminApp {
             health: health.clone(),
             metrics: metrics.clone(),
+            config: config.clone(),
+            config_path: opts.config_path.clone(),
         });
         let mut svc = pingora::services::listening::Service::new("tailbridge admin".into(), app);
         svc.add_tcp(&admin.to_string());

@@ -113,6 +113,7 @@ reload refused: the running process keeps its configuration"
             tailbridge::observe::logging::init(cfg.log.format, level);
             let opts = tailbridge::app::RunOptions {
                 upgrade: args.upgrade,
+                config_path: Some(args.config.clone()),
             };
             match tailbridge::app::run(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -11,4 +11,5 @@ mod mcp;
 mod monitoring;
 mod proxy;
 mod reload;
+mod status;
 mod tailnet;

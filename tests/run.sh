@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command. It first installs what the tests need when it is missing, then runs
 # every test:
-#   0. peers: apt packages (cmake for pingora's build, microsocks, pebble, openssl), the npm
-#      modules in tests/e2e (MCP TypeScript SDK, mcp-remote, oidc-provider), and a Python venv
+#   0. peers: apt packages (cmake for pingora's build, microsocks, pebble, openssl, Chromium
+#      for the status page, iproute2 for network-namespace test hosts), the npm modules in
+#      tests/e2e (MCP TypeScript SDK, mcp-remote, oidc-provider, playwright-core), and a Python venv
 #      in tests/py/.venv with the MCP Python SDK (mcp==2.3.0). It never skips a test for a
 #      missing peer: where it cannot install, it stops and names the command that would;
 #   1. the default build (direct and socks5 modes, auth, MCP layer, e2e with the SDKs and
@@ -15,9 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="cmake microsocks pebble openssl"
+APT_PACKAGES="cmake microsocks pebble openssl chromium iproute2"
 missing=""
-for cmd in cmake microsocks pebble openssl; do
+for cmd in cmake microsocks pebble openssl chromium ip; do
   command -v "$cmd" >/dev/null || missing="$missing $cmd"
 done
 if [ -n "$missing" ]; then
@@ -32,7 +33,7 @@ fi
 for cmd in node npm python3; do
   command -v "$cmd" >/dev/null || { echo "tests/run.sh: $cmd is missing; install Node.js 20+ and Python 3.10+ first" >&2; exit 1; }
 done
-if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e/node_modules/oidc-provider ] || [ ! -d tests/e2e/node_modules/mcp-remote ]; then
+if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e/node_modules/oidc-provider ] || [ ! -d tests/e2e/node_modules/mcp-remote ] || [ ! -d tests/e2e/node_modules/playwright-core ]; then
   echo "== npm modules (tests/e2e)"
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi

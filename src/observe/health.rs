@@ -13,23 +13,71 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// One endpoint's last probe.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub up: bool,
+    /// How long the dial took (or until it gave up).
+    pub latency: Duration,
+    pub error: Option<String>,
+    pub at: std::time::SystemTime,
+}
+
 /// Last known reachability of each endpoint's upstream.
 #[derive(Debug, Default)]
 pub struct ProbeResults {
-    by_endpoint: RwLock<BTreeMap<String, bool>>,
+    by_endpoint: RwLock<BTreeMap<String, Probe>>,
 }
 
 impl ProbeResults {
-    fn set(&self, endpoint: &str, up: bool) {
+    fn set(&self, endpoint: &str, probe: Probe) {
         if let Ok(mut m) = self.by_endpoint.write() {
-            m.insert(endpoint.to_string(), up);
+            m.insert(endpoint.to_string(), probe);
         }
     }
 
-    fn snapshot(&self) -> BTreeMap<String, bool> {
+    /// Every endpoint's last probe.
+    pub fn snapshot(&self) -> BTreeMap<String, Probe> {
         self.by_endpoint
             .read()
             .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// One refusal, for the status page (never a token, header or body).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub at: std::time::SystemTime,
+    pub endpoint: String,
+    pub status: u16,
+    pub reason: &'static str,
+    pub client: String,
+}
+
+/// How many recent refusals the status page lists.
+const RECENT_REFUSALS: usize = 20;
+
+/// The last refusals, newest last.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    recent: std::sync::Mutex<std::collections::VecDeque<Refusal>>,
+}
+
+impl Refusals {
+    pub fn push(&self, r: Refusal) {
+        if let Ok(mut q) = self.recent.lock() {
+            if q.len() == RECENT_REFUSALS {
+                q.pop_front();
+            }
+            q.push_back(r);
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Refusal> {
+        self.recent
+            .lock()
+            .map(|q| q.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -47,6 +95,9 @@ pub struct Health {
     /// The TLS certificate in service, when TLS is on: none yet (ACME before the first
     /// issuance) makes the bridge unready.
     pub certificate: std::sync::OnceLock<Arc<crate::tls::ServedCert>>,
+    /// Recent refusals, for the status page.
+    pub refusals: Refusals,
+    pub started: std::time::Instant,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +119,8 @@ impl Health {
             metrics,
             last_check: std::sync::Mutex::new(None),
             certificate: std::sync::OnceLock::new(),
+            refusals: Refusals::default(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -110,11 +163,11 @@ impl Health {
             .probes
             .snapshot()
             .into_iter()
-            .map(|(k, up)| {
-                if !up {
+            .map(|(k, p)| {
+                if !p.up {
                     reasons.push(format!("upstream {k} unreachable"));
                 }
-                (k, if up { "up" } else { "down" })
+                (k, if p.up { "up" } else { "down" })
             })
             .collect();
         let mut ready = st.ready;
@@ -140,11 +193,23 @@ impl Health {
     pub async fn probe_all(&self, endpoints: &[Endpoint], timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.connector.refresh_status()).await;
         for ep in endpoints.iter().filter(|e| e.enabled) {
-            let up = matches!(
-                tokio::time::timeout(timeout, self.connector.dial(&ep.host, ep.port)).await,
-                Ok(Ok(_))
+            let started = std::time::Instant::now();
+            let error =
+                match tokio::time::timeout(timeout, self.connector.dial(&ep.host, ep.port)).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no answer within {timeout:?}")),
+                };
+            let up = error.is_none();
+            self.probes.set(
+                &ep.name,
+                Probe {
+                    up,
+                    latency: started.elapsed(),
+                    error,
+                    at: std::time::SystemTime::now(),
+                },
             );
-            self.probes.set(&ep.name, up);
             self.metrics
                 .upstream_up
                 .with_label_values(&[&ep.name])

@@ -386,6 +386,11 @@ impl Metrics {
     }
 
     /// The registry in Prometheus text format.
+    /// Every metric family with its current values (for the status page).
+    pub fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();

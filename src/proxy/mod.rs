@@ -936,6 +936,24 @@ impl ProxyHttp for Bridge {
                 e.map(|e| e.to_string()).unwrap_or_default()
             );
         }
+        let reason = ctx
+            .rejection
+            .map(Rejection::reason)
+            .or(ctx.auth_error.map(|e| e.reason()))
+            .or(ctx.mcp_refusal.map(mcp::McpRefusal::reason));
+        if let Some(reason) = reason {
+            self.health.refusals.push(crate::observe::health::Refusal {
+                at: std::time::SystemTime::now(),
+                endpoint: endpoint.to_string(),
+                status,
+                reason,
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_else(|| "-".into()),
+            });
+        }
         if self.access_log {
             let upstream = match (ctx.endpoint, &ctx.idp_path) {
                 (_, Some(_)) => self.idp_authority.as_str(),
@@ -962,11 +980,7 @@ impl ProxyHttp for Bridge {
                 bytes_in: ctx.bytes_in,
                 bytes_out: ctx.bytes_out,
                 upstream,
-                reason: ctx
-                    .rejection
-                    .map(Rejection::reason)
-                    .or(ctx.auth_error.map(|e| e.reason()))
-                    .or(ctx.mcp_refusal.map(mcp::McpRefusal::reason)),
+                reason,
                 sub: ctx.principal.as_ref().and_then(|p| p.sub.as_deref()),
                 client_id: ctx.principal.as_ref().and_then(|p| p.client_id.as_deref()),
             }

@@ -77,6 +77,14 @@ pub struct Upstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     streams: Arc<Mutex<mpsc::UnboundedReceiver<SseSender>>>,
     pub connections: Arc<Mutex<usize>>,
+    /// The accept loop: aborted on drop, so a dropped upstream refuses connections.
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 impl Upstream {
@@ -87,7 +95,7 @@ impl Upstream {
         let connections = Arc::new(Mutex::new(0usize));
         let (stream_tx, stream_rx) = mpsc::unbounded_channel::<SseSender>();
         let (s2, c2) = (seen.clone(), connections.clone());
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
@@ -112,6 +120,7 @@ impl Upstream {
             seen,
             streams: Arc::new(Mutex::new(stream_rx)),
             connections,
+            accept,
         }
     }
 

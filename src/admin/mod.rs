@@ -1,5 +1,8 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/livez`.
+//! The admin listener: `/` (the status page), `/metrics` (Prometheus text), `/healthz`,
+//! `/readyz`, `/livez`, `/doctor` and `/doctor.json` (the doctor, run inside the bridge).
 //! Bind it to loopback or a private interface; it has no authentication.
+
+mod status;
 
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
@@ -13,6 +16,9 @@ use std::sync::Arc;
 pub struct AdminApp {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    pub config: Arc<crate::config::Config>,
+    /// Where the config was read from (the doctor reads it again, as `tailbridge doctor`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// A small complete answer: length set, not cached, no sniffing.
@@ -49,6 +55,34 @@ impl ServeHttp for AdminApp {
                 reply(code, "application/json", body)
             }
             "/livez" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
+            "/" => reply(
+                200,
+                "text/html; charset=utf-8",
+                status::page(&self.config, &self.health, &self.metrics).into_bytes(),
+            ),
+            "/doctor" | "/doctor.json" => {
+                let Some(path) = &self.config_path else {
+                    return reply(
+                        404,
+                        "application/json",
+                        br#"{"error":"no config path"}"#.to_vec(),
+                    );
+                };
+                let opts = crate::doctor::Options {
+                    endpoint: None,
+                    timeout: crate::doctor::DEFAULT_TIMEOUT,
+                };
+                let report = crate::doctor::run(path, &opts).await;
+                if req.uri.path() == "/doctor.json" {
+                    reply(200, "application/json", report.json().into_bytes())
+                } else {
+                    reply(
+                        200,
+                        "text/html; charset=utf-8",
+                        status::doctor_page(&report).into_bytes(),
+                    )
+                }
+            }
             _ => reply(
                 404,
                 "application/json",
