@@ -404,9 +404,19 @@ impl Exchange {
             }
         }
         if filter.is_empty() {
-            None
-        } else {
-            filter_tools_lists(text, &filter, keep)
+            return None;
+        }
+        match filter_tools_lists(text, &filter, keep) {
+            Ok(rewritten) => rewritten,
+            // The list cannot be read for filtering: fail closed with an error answer.
+            Err(_) => {
+                for c in &mut self.calls {
+                    if c.id.as_ref().is_some_and(|id| filter.contains(id)) {
+                        c.outcome = None;
+                    }
+                }
+                Some(self.filter_failure())
+            }
         }
     }
 
@@ -424,7 +434,7 @@ impl Exchange {
                 serde_json::json!({
                     "jsonrpc": "2.0",
                     "id": id.to_value(),
-                    "error": {"code": -32603, "message": "the tool list was too large for the bridge to filter"},
+                    "error": {"code": -32603, "message": "the tool list could not be filtered by the bridge (too large, compressed or unreadable)"},
                 })
             })
             .collect();
@@ -639,7 +649,7 @@ mod tests {
         let text = String::from_utf8(sent).unwrap();
         assert!(!text.contains("delete_note"), "the unfiltered list leaked");
         assert!(
-            text.contains("too large for the bridge to filter"),
+            text.contains("could not be filtered by the bridge"),
             "{text}"
         );
         assert_eq!(x.calls[0].outcome, Some(Outcome::Error));

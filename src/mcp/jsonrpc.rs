@@ -344,9 +344,15 @@ pub fn listed_tools(result: &[u8]) -> Vec<String> {
 
 /// Rewrite one server message (object or batch) so that every `tools/list` result whose
 /// id is in `ids` keeps only the tools `keep` accepts. Everything else in the message,
-/// `nextCursor` included, is kept. `None` when nothing had to change.
-pub fn filter_tools_lists(text: &[u8], ids: &[Id], keep: &dyn Fn(&str) -> bool) -> Option<Vec<u8>> {
-    let mut v: serde_json::Value = serde_json::from_slice(without_bom(text)).ok()?;
+/// `nextCursor` included, is kept. `Ok(None)` when nothing had to change; `Err` when the
+/// message cannot be read for filtering (the caller then fails closed).
+pub fn filter_tools_lists(
+    text: &[u8],
+    ids: &[Id],
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Option<Vec<u8>>, Unreadable> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(without_bom(text)).map_err(|_| Unreadable)?;
     let mut changed = false;
     let mut filter_one = |m: &mut serde_json::Value| {
         let matches = m
@@ -372,11 +378,15 @@ pub fn filter_tools_lists(text: &[u8], ids: &[Id], keep: &dyn Fn(&str) -> bool) 
         other => filter_one(other),
     }
     if changed {
-        serde_json::to_vec(&v).ok()
+        serde_json::to_vec(&v).map(Some).map_err(|_| Unreadable)
     } else {
-        None
+        Ok(None)
     }
 }
+
+/// A server message that could not be read for `tools/list` filtering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
 
 /// Method names MCP defines (2025-11-25 and 2026-07-28): the only values the `method`
 /// metric label takes besides `_other`, `_response` and `_unparsed`.
@@ -553,7 +563,9 @@ mod tests {
             vec!["echo", "delete_note", "count"]
         );
         let keep = |n: &str| !n.starts_with("delete_");
-        let out = filter_tools_lists(text, &[Id::Num("4".into())], &keep).unwrap();
+        let out = filter_tools_lists(text, &[Id::Num("4".into())], &keep)
+            .unwrap()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let names: Vec<&str> = v["result"]["tools"]
             .as_array()
@@ -567,11 +579,20 @@ mod tests {
         // another id, or nothing to drop: unchanged
         assert_eq!(
             filter_tools_lists(text, &[Id::Num("5".into())], &keep),
-            None
+            Ok(None)
         );
         assert_eq!(
             filter_tools_lists(text, &[Id::Num("4".into())], &|_| true),
-            None
+            Ok(None)
+        );
+        // unreadable for filtering (serde_json refuses a number no double holds): an error
+        assert_eq!(
+            filter_tools_lists(
+                br#"{"id":4,"result":{"tools":[]},"x":1e400}"#,
+                &[Id::Num("4".into())],
+                &keep
+            ),
+            Err(Unreadable)
         );
     }
 
