@@ -117,6 +117,32 @@ impl AuthError {
         }
     }
 
+    /// What is wrong, for the RFC 6750 `error_description` and the JSON body: concrete, and
+    /// never a secret. `audience` is what a token's `aud` must include.
+    pub fn description(self, audience: &str) -> String {
+        match self {
+            AuthError::Missing => "no bearer token: send Authorization: Bearer <token>".into(),
+            AuthError::Malformed => "malformed bearer token".into(),
+            AuthError::QueryToken => {
+                "send the token in the Authorization header, not the query".into()
+            }
+            AuthError::Inactive => {
+                "token is not active (unknown, revoked or expired at the identity provider)".into()
+            }
+            AuthError::Expired => "token expired".into(),
+            AuthError::WrongIssuer => "token from another issuer".into(),
+            AuthError::WrongAudience => format!("token audience does not include {audience}"),
+            AuthError::ClientNotAllowed => {
+                "the client that obtained this token is not in auth.allowed_client_ids".into()
+            }
+            AuthError::RateLimited => {
+                "too many unknown tokens from this address; retry later".into()
+            }
+            AuthError::Overloaded => "too many token checks at once; retry later".into(),
+            AuthError::IdpUnavailable => "the identity provider is unreachable; retry later".into(),
+        }
+    }
+
     /// The RFC 6750 `error` attribute for the challenge, when one applies.
     pub fn challenge_error(self) -> Option<(&'static str, &'static str)> {
         match self {

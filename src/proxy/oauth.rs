@@ -372,9 +372,16 @@ impl Bridge {
             .endpoint
             .map(|i| self.routes[i].ep.path.as_str())
             .unwrap_or("");
+        // What is wrong, said without secrets (RFC 6750 §3 `error_description`).
+        let audience = match auth.cfg.audience_check {
+            crate::config::AudienceCheck::Endpoint => format!("{}{path}", auth.cfg.public_origin),
+            _ => auth.cfg.public_origin.clone(),
+        };
+        let description = e.description(&audience);
         let challenge = metadata::challenge(
             &metadata::prm_url(&auth.cfg.public_origin, path),
-            e.challenge_error(),
+            e.challenge_error()
+                .map(|(code, _)| (code, description.as_str())),
         );
         let mut extra: Vec<(&str, &str)> = Vec::new();
         if matches!(e.status(), 400 | 401 | 403) {
@@ -385,7 +392,7 @@ impl Bridge {
             429 => extra.push(("retry-after", "1")),
             _ => {}
         }
-        let body = json!({"error": e.reason(), "message": e.challenge_error().map(|c| c.1).unwrap_or("authentication unavailable, retry later")});
+        let body = json!({"error": e.reason(), "error_description": description});
         session.set_keepalive(None);
         respond::send(
             session,

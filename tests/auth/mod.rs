@@ -616,3 +616,74 @@ async fn random_tokens_from_many_addresses_are_capped_globally() {
         "the access log sees each source address"
     );
 }
+
+#[tokio::test]
+async fn every_refusal_says_what_is_wrong() {
+    let (idp, up) = (Idp::start().await, Upstream::start().await);
+    let b = bridge(&idp, &up, "  allowed_client_ids: [\"claude-client\"]\n").await;
+    idp.grant("tok-expired", "1", AUD, -5);
+    idp.grant(
+        "tok-other-aud",
+        "1",
+        &["claude-client", "https://elsewhere.example/"],
+        300,
+    );
+    let mut other_client = serde_json::json!({
+        "active": true, "sub": "1", "client_id": "someone-else", "iss": idp.issuer(),
+        "aud": AUD, "exp": now() + 300,
+    });
+    other_client["username"] = "u".into();
+    idp.set("tok-other-client", other_client);
+    let cases: &[(Option<&str>, u16, &str)] = &[
+        (Some("tok-unknown"), 401, "token is not active"),
+        (Some("tok-expired"), 401, "token"),
+        (
+            Some("tok-other-aud"),
+            401,
+            "token audience does not include https://mcp.example.com",
+        ),
+        (
+            Some("tok-other-client"),
+            403,
+            "the client that obtained this token is not in auth.allowed_client_ids",
+        ),
+    ];
+    for (token, status, want) in cases {
+        let r = post_bearer(&b, token.unwrap()).await;
+        assert_eq!(r.status().as_u16(), *status, "{token:?}");
+        let www = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            www.contains(&format!("error_description=\"{want}")),
+            "{token:?}: {www}"
+        );
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error_description"].as_str().unwrap().contains(want),
+            "{v}"
+        );
+    }
+    // No token: the challenge names the metadata, and no error (RFC 6750 §3.1).
+    let r = client()
+        .post(b.url("/mcp/a"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error="));
+    // The identity provider down: 503, and the body says so.
+    idp.state.down.store(true, Ordering::SeqCst);
+    let r = post_bearer(&b, "tok-new-while-down").await;
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error_description"],
+        "the identity provider is unreachable; retry later"
+    );
+}
