@@ -61,6 +61,16 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// Run a demo: a bridge on loopback in front of a small built-in MCP server (echo, time,
+    /// count with streamed progress). No auth, no tailnet; prints what to try.
+    Demo {
+        /// Port of the demo bridge on 127.0.0.1.
+        #[arg(long, default_value_t = 8900)]
+        port: u16,
+        /// Port of its admin listener (status page, metrics) on 127.0.0.1.
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
+    },
     /// Probe a /healthz URL; exit 0 when it answers 200, 1 otherwise.
     Healthcheck {
         /// URL to probe (plain http).

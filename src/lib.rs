@@ -4,7 +4,8 @@
 //! routing and header rules), [`tailnet`] (how bytes reach the tailnet), [`observe`]
 //! (metrics, access log, health), [`mcp`] (the MCP-aware layer: tool policy, metrics, audit),
 //! [`admin`] (metrics/health listener), [`app`] (wiring),
-//! [`cli`] (command line), [`doctor`] (`tailbridge doctor`).
+//! [`cli`] (command line), [`doctor`] (`tailbridge doctor`),
+//! [`demo`] (`tailbridge demo`).
 #![deny(clippy::unwrap_used)]
 
 pub mod admin;
@@ -12,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod doctor;
 pub mod mcp;
 pub mod observe;

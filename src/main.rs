@@ -54,6 +54,37 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Some(Command::Demo { port, admin_port }) => {
+            let upstream = match tailbridge::demo::start_upstream() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: starting the demo MCP server: {e}");
+                    return ExitCode::from(EXIT_START as u8);
+                }
+            };
+            let dir = std::env::temp_dir();
+            let text = tailbridge::demo::config_text(port, admin_port, upstream, &dir);
+            let cfg = match config::parse(&text) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: demo config: {e:?}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            tailbridge::observe::logging::init(cfg.log.format, "info");
+            print!("{}", tailbridge::demo::banner(port, admin_port));
+            let opts = tailbridge::app::RunOptions {
+                upgrade: false,
+                config_path: None,
+            };
+            match tailbridge::app::run(cfg, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_START as u8)
+                }
+            }
+        }
         Some(Command::Check { explain }) => match config::load(&args.config) {
             Ok(cfg) => {
                 print!("{}", cli::summary(&cfg));

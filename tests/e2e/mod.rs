@@ -487,3 +487,40 @@ async fn mcp_remote_session(register: bool) -> Bridge {
     assert!(b.stderr().contains("sub=1001"), "{}", b.stderr());
     b
 }
+
+/// `tailbridge demo` works end to end with nothing else running: the MCP SDK client through
+/// the demo bridge to the built-in MCP server, progress streamed.
+#[tokio::test]
+async fn the_demo_works_with_the_sdk_client() {
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(bin())
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _demo = Node(child);
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_for_health(&format!("http://127.0.0.1:{admin}/healthz"), 200).await;
+    let v = run_sdk_client(format!("http://127.0.0.1:{port}/mcp/demo"), Vec::new())
+        .await
+        .unwrap_or_else(|out| panic!("client failed: {out}"));
+    assert_eq!(v["server"]["name"], "tailbridge-demo", "{v}");
+    assert_eq!(v["tools"], serde_json::json!(["count", "echo", "time"]));
+    assert_eq!(v["progress"], serde_json::json!([1, 2, 3, 4, 5]));
+    assert_eq!(v["callResult"], "counted to 5");
+    assert_eq!(v["echo"], "héllo ✓");
+}
