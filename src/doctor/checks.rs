@@ -156,20 +156,14 @@ async fn bridge_checks(
     };
     let status = resp.status().as_u16();
     let health: Value = resp.json().await.unwrap_or_default();
-    let version = client
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .ok()
-        .map(|r| r.text())
-        .map(|_| ());
-    let _ = version;
     let mode = health["mode"].as_str().unwrap_or("?").to_string();
+    let about = format!(
+        "tailbridge {}, up {} s, tailnet mode {mode}, admin {admin}",
+        health["version"].as_str().unwrap_or("?"),
+        health["uptime_seconds"].as_u64().unwrap_or(0)
+    );
     if status == 200 {
-        out.push(Check::ok(
-            "bridge",
-            format!("running (admin {admin}, tailnet mode {mode}, health {status})"),
-        ));
+        out.push(Check::ok("bridge", format!("running: {about}")));
     } else {
         let reasons = health["reasons"].to_string();
         out.push(Check::fail(
@@ -488,6 +482,7 @@ async fn mcp_probe(ep: &Endpoint, client: &reqwest::Client, name: &str, out: &mu
             msg["result"]["protocolVersion"].as_str().unwrap_or("?")
         ),
     ));
+    discover_probe(ep, client, token.as_ref().map(|t| t.expose()), name, out).await;
     if let Some(sid) = session {
         // End the probe's session.
         let mut del = client
@@ -497,6 +492,50 @@ async fn mcp_probe(ep: &Endpoint, client: &reqwest::Client, name: &str, out: &mu
             del = del.bearer_auth(t.expose());
         }
         let _ = del.send().await;
+    }
+}
+
+/// The 2026-07-28 probe: `server/discover`, stateless, with the revision's mirrored headers
+/// and `_meta` envelope. A server that does not speak the revision is not a failure.
+async fn discover_probe(
+    ep: &Endpoint,
+    client: &reqwest::Client,
+    token: Option<&str>,
+    name: &str,
+    out: &mut Vec<Check>,
+) {
+    let mut req = client
+        .post(ep.target.as_str())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 2, "method": "server/discover", "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "tailbridge-doctor", "version": env!("CARGO_PKG_VERSION")}}}})
+            .to_string(),
+        );
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let answer = match req.send().await {
+        Ok(r) if r.status().is_success() => r.text().await.ok().and_then(|b| first_message(&b)),
+        _ => None,
+    };
+    match answer.filter(|m| m.get("result").is_some()) {
+        Some(m) => {
+            let versions = m["result"]["supportedVersions"].to_string();
+            out.push(Check::ok(
+                format!("{name}: 2026-07-28"),
+                format!("server/discover answers (supported versions {versions})"),
+            ));
+        }
+        None => out.push(Check::ok(
+            format!("{name}: 2026-07-28"),
+            "no server/discover: the server speaks 2025-11-25 only (fine: the bridge carries both)",
+        )),
     }
 }
 

@@ -109,6 +109,8 @@ struct Report<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     addresses: Vec<String>,
     upstreams: BTreeMap<String, &'a str>,
+    version: &'static str,
+    uptime_seconds: u64,
 }
 
 impl Health {
@@ -184,6 +186,8 @@ impl Health {
             reasons,
             addresses: self.connector.addresses(),
             upstreams,
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
         };
         let code = if ready { 200 } else { 503 };
         (code, serde_json::to_vec(&report).unwrap_or_default())

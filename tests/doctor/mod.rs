@@ -105,6 +105,7 @@ async fn a_healthy_setup_passes_every_check() {
         "✓ endpoint sdk: dial",
         "✓ endpoint sdk: mcp: e2e-upstream 1.0.0 speaks 2025-11-25",
         "✓ endpoint py: mcp: py-upstream",
+        "✓ endpoint py: 2026-07-28: server/discover answers",
         "✓ idp: metadata",
         "✓ idp: introspection",
         "✓ discovery sdk: 401",
