@@ -55,7 +55,23 @@ fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     header(session, name).and_then(|v| std::str::from_utf8(v).ok())
 }
 
+/// The caller as the tool policy sees it (nobody in particular without auth).
+fn caller(
+    principal: &Option<std::sync::Arc<crate::auth::Principal>>,
+) -> crate::mcp::policy::Caller<'_> {
+    principal.as_deref().map(|p| p.caller()).unwrap_or_default()
+}
+
 impl Bridge {
+    /// The endpoint `i` as the tool policy names it.
+    fn scope(&self, i: usize) -> Scope<'_> {
+        let ep = &self.routes[i].ep;
+        Scope {
+            name: &ep.name,
+            path: &ep.path,
+        }
+    }
+
     /// Request step 6: read and judge a POST to an MCP endpoint. `None`: forward it.
     pub(super) async fn inspect(
         &self,
@@ -147,17 +163,12 @@ impl Bridge {
             }
         }
         let judgement = if enforce {
-            let route = &self.routes[i];
-            let scope = Scope {
-                name: &route.ep.name,
-                path: &route.ep.path,
-            };
-            let caller = ctx
-                .principal
-                .as_deref()
-                .map(|p| p.caller())
-                .unwrap_or_default();
-            layer::judge(&inbound, &tools.policy, scope, &caller)
+            layer::judge(
+                &inbound,
+                &tools.policy,
+                self.scope(i),
+                &caller(&ctx.principal),
+            )
         } else {
             Judgement::Forward
         };
@@ -295,15 +306,7 @@ impl Bridge {
             return;
         };
         let route = &self.routes[i];
-        let scope = Scope {
-            name: &route.ep.name,
-            path: &route.ep.path,
-        };
-        let caller = ctx
-            .principal
-            .as_deref()
-            .map(|p| p.caller())
-            .unwrap_or_default();
+        let (scope, caller) = (self.scope(i), caller(&ctx.principal));
         let policy = &route.tools.policy;
         let keep = |t: &str| policy.allows(scope, t, &caller);
         if let Some(new) = x.on_body(body.as_ref(), end, Instant::now(), &keep) {

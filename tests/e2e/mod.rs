@@ -71,6 +71,11 @@ pub(crate) async fn run_client_script(
     })
     .await
     .unwrap();
+    summary(out)
+}
+
+/// A client script's JSON summary line, or `Err` with its output when it failed.
+fn summary(out: std::process::Output) -> Result<serde_json::Value, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
@@ -99,14 +104,7 @@ pub(crate) async fn run_sdk_client(
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(serde_json::from_str(stdout.trim()).unwrap())
+    summary(out)
 }
 
 #[tokio::test]
