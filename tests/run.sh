@@ -4,7 +4,7 @@
 #   0. peers: apt packages (cmake for pingora's build, microsocks, pebble, openssl, Chromium
 #      for the status page, iproute2 for network-namespace test hosts), the npm modules in
 #      tests/e2e (MCP TypeScript SDK, mcp-remote, oidc-provider, playwright-core), and a Python venv
-#      in tests/py/.venv with the MCP Python SDK (mcp==2.3.0). It never skips a test for a
+#      in tests/py/.venv with the MCP Python SDK (mcp==2.3.0) and kubernetes-validate. It never skips a test for a
 #      missing peer: where it cannot install, it stops and names the command that would;
 #   1. the default build (direct and socks5 modes, auth, MCP layer, e2e with the SDKs and
 #      oidc-provider);
@@ -38,10 +38,10 @@ if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 VENV=tests/py/.venv
-if ! "$VENV/bin/python" -c 'import mcp.server.mcpserver, mcp.client.client' 2>/dev/null; then
-  echo "== Python venv with the MCP SDK ($VENV)"
+if ! "$VENV/bin/python" -c 'import mcp.server.mcpserver, mcp.client.client, kubernetes_validate' 2>/dev/null; then
+  echo "== Python venv with the MCP SDK and kubernetes-validate ($VENV)"
   python3 -m venv "$VENV" || { echo "tests/run.sh: cannot create a venv; install it with: sudo apt-get install -y python3-venv" >&2; exit 1; }
-  "$VENV/bin/pip" install -q mcp==2.3.0
+  "$VENV/bin/pip" install -q mcp==2.3.0 kubernetes-validate
 fi
 
 cargo test --all-targets "$@"

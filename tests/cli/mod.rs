@@ -356,3 +356,39 @@ fn check_explain_prints_the_effective_config_without_secrets() {
     assert!(!out.contains("very-secret-value"), "a secret was printed");
     assert!(out.contains("Inline(<redacted>)"), "{out}");
 }
+
+#[test]
+fn the_kubernetes_manifests_validate_and_carry_a_valid_config() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let validator = root.join("tests/py/.venv/bin/kubernetes-validate");
+    assert!(
+        validator.exists(),
+        "kubernetes-validate not installed: run tests/run.sh (it installs it into tests/py/.venv)"
+    );
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("deploy/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    let out = std::process::Command::new(&validator)
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The config the ConfigMap carries, as the init container writes it for pod 0.
+    let cm = std::fs::read_to_string(root.join("deploy/kubernetes/config.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(cm.split("\n---\n").next().unwrap()).unwrap();
+    let config = doc["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .replace("POD_NAME", "tailbridge-0");
+    let (code, out, err) = run_cli(&["check"], Some(&config));
+    assert_eq!(code, 0, "{out}{err}");
+}
