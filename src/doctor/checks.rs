@@ -25,7 +25,9 @@ pub async fn all(path: &std::path::Path, opts: &Options) -> Vec<Check> {
         }
     };
     config_checks(&config, path, &mut out);
-    let client = match http_client(opts, None, true) {
+    // The bridge's own listeners, as a client reaches them: whatever certificate they serve is
+    // judged by the TLS checks, not here.
+    let client = match http_client(opts, None, false) {
         Ok(c) => c,
         Err(e) => {
             out.push(Check::fail("doctor", e, "report this as a bug"));
@@ -66,7 +68,7 @@ pub async fn all(path: &std::path::Path, opts: &Options) -> Vec<Check> {
         .await;
     }
     if let Some(auth) = &config.auth {
-        idp_checks(&config, auth, connector.as_ref(), opts, &mut out).await;
+        idp_checks(auth, connector.as_ref(), opts, &mut out).await;
     }
     discovery_checks(&config, &endpoints, &client, running.is_some(), &mut out).await;
     super::tls::public_tls_checks(&config, opts, &mut out).await;
@@ -178,20 +180,11 @@ async fn bridge_checks(
     } else {
         "https"
     };
-    let livez = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(std::time::Duration::from_secs(5))
-        .no_proxy()
-        .build()
-        .ok();
-    let answered = match livez {
-        Some(c) => c
-            .get(format!("{scheme}://{main}/livez"))
-            .send()
-            .await
-            .is_ok(),
-        None => false,
-    };
+    let answered = client
+        .get(format!("{scheme}://{main}/livez"))
+        .send()
+        .await
+        .is_ok();
     if answered {
         out.push(Check::ok(
             "bridge.listen",
@@ -540,13 +533,11 @@ async fn discover_probe(
 }
 
 async fn idp_checks(
-    config: &Config,
     auth: &crate::config::Auth,
     connector: Option<&Arc<dyn Connector>>,
     opts: &Options,
     out: &mut Vec<Check>,
 ) {
-    let _ = config;
     let proxy = connector.and_then(|c| c.reqwest_proxy());
     let client = match http_client(opts, proxy, true) {
         Ok(c) => c,
@@ -695,14 +686,7 @@ async fn discovery_checks(
         ));
         return;
     }
-    let insecure = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|_| client.clone());
-    let c = &insecure;
+    let c = client;
     for ep in endpoints {
         let name = format!("discovery {}", ep.name);
         let url = format!("{public}{}", ep.path);
