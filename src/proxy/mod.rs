@@ -483,6 +483,14 @@ fn peer_for(
     (peer, dialer)
 }
 
+/// The client's address (the TCP peer), when it has one.
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// Map a proxy error to the refusal it stands for.
 fn classify(e: &Error) -> Option<Rejection> {
     if let ErrorType::HTTPStatus(413) = e.etype() {
@@ -551,16 +559,13 @@ impl ProxyHttp for Bridge {
         // `/token` and `/register` are called by the clients' backends (Claude.ai's cloud), so
         // the server-wide address allowlist guards them too; discovery documents and
         // `/authorize` (a user's browser) stay open.
+        let client = client_ip(session);
         let oauth_call = match session.req_header().uri.path() {
             "/token" => Some("_token"),
             "/register" => Some("_register"),
             _ => None,
         };
         if let Some(label) = oauth_call {
-            let client = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
             if !cidr::allowed(&self.allowed_clients, client) {
                 ctx.label = Some(label);
                 return self
@@ -576,10 +581,6 @@ impl ProxyHttp for Bridge {
             return Ok(false);
         }
         let req = session.req_header();
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
         let admitted = self
             .route(req, ctx)
             .and_then(|()| self.admit_client(ctx, client))
@@ -667,10 +668,7 @@ impl ProxyHttp for Bridge {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let fwd = Forwarding {
-            client_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client_ip: client_ip(session),
             proto: self.proto,
             original_host: original_host.as_deref(),
         };
@@ -823,50 +821,44 @@ impl ProxyHttp for Bridge {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let first_byte_expired = ctx.first_byte.as_ref().is_some_and(|w| w.fired());
         let peer_gone = ctx.first_byte.as_ref().is_some_and(|w| w.peer_gone());
+        let downstream = *e.esource() == pingora::ErrorSource::Downstream;
+        // Every failure is answered by tailbridge's own responder: what the classification
+        // does not name is the client's 400 when the client made the request unforwardable,
+        // and ours (500) otherwise.
         let why = if peer_gone {
-            Some(Rejection::UpstreamUnreachable)
+            Rejection::UpstreamUnreachable
         } else if first_byte_expired {
-            Some(Rejection::UpstreamTimeout)
+            Rejection::UpstreamTimeout
         } else {
-            classify(e)
+            classify(e).unwrap_or(if downstream {
+                Rejection::BadRequest
+            } else {
+                Rejection::Internal
+            })
         };
         // The upstream is gone (or not answering): its pooled connections are not reused.
         if matches!(
             why,
-            Some(Rejection::UpstreamUnreachable | Rejection::UpstreamTimeout)
+            Rejection::UpstreamUnreachable | Rejection::UpstreamTimeout
         ) {
             if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
                 self.routes[i].liveness.gone();
             }
         }
-        let client_gone = matches!(
-            e.etype(),
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-        ) && *e.esource() == pingora::ErrorSource::Downstream;
-        // Whatever is left is answered by tailbridge's own responder too: a request the
-        // client made unforwardable is its 400, never a 5xx; anything else is ours, 500.
-        let why = why.or(Some(if *e.esource() == pingora::ErrorSource::Downstream {
-            Rejection::BadRequest
-        } else {
-            Rejection::Internal
-        }));
-        let code = match why {
-            _ if client_gone => 0,
-            Some(r) => r.status(),
-            None => 500,
-        };
-        if let Some(r) = why {
-            ctx.rejection = Some(r);
-            self.metrics
-                .rejections
-                .with_label_values(&[r.reason()])
-                .inc();
-        }
+        let client_gone = downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            );
+        let code = if client_gone { 0 } else { why.status() };
+        ctx.rejection = Some(why);
+        self.metrics
+            .rejections
+            .with_label_values(&[why.reason()])
+            .inc();
         if code > 0 && session.response_written().is_none() {
             ctx.status = code;
-            let sent =
-                respond::reject(session, why.unwrap_or(Rejection::Internal), self.hsts()).await;
-            if let Err(err) = sent {
+            if let Err(err) = respond::reject(session, why, self.hsts()).await {
                 log::debug!("cannot send error response: {err}");
             }
         }
@@ -941,17 +933,18 @@ impl ProxyHttp for Bridge {
             .map(Rejection::reason)
             .or(ctx.auth_error.map(|e| e.reason()))
             .or(ctx.mcp_refusal.map(mcp::McpRefusal::reason));
+        let client_text = || {
+            client_ip(session)
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
         if let Some(reason) = reason {
             self.health.refusals.push(crate::observe::health::Refusal {
                 at: std::time::SystemTime::now(),
                 endpoint: endpoint.to_string(),
                 status,
                 reason,
-                client: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_else(|| "-".into()),
+                client: client_text(),
             });
         }
         if self.access_log {
@@ -967,11 +960,7 @@ impl ProxyHttp for Bridge {
                 _ => "-",
             };
             AccessRecord {
-                client: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_else(|| "-".into()),
+                client: client_text(),
                 method: req.method.as_str(),
                 path: req.uri.path(),
                 endpoint,

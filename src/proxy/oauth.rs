@@ -2,6 +2,7 @@
 //! discovery documents, the tsidp facade (`/authorize`, `/token`, `/register`) and
 //! bearer authentication. Each step returns `None` when the request is not its business.
 
+use super::client_ip;
 use super::ctx::Ctx;
 use super::respond::{self, Rejection};
 use super::Bridge;
@@ -22,13 +23,6 @@ const JSON: &str = "application/json";
 
 /// Discovery documents are public; let browser-based clients read them.
 const CORS: (&str, &str) = ("access-control-allow-origin", "*");
-
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
 
 fn is_get(session: &Session) -> bool {
     matches!(
