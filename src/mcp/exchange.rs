@@ -227,59 +227,60 @@ impl Exchange {
         now: Instant,
         keep: &dyn Fn(&str) -> bool,
     ) -> Option<Bytes> {
-        let filtering = !self.filter_ids.is_empty();
         let data: &[u8] = chunk.map(|c| c.as_ref()).unwrap_or_default();
         match &mut self.reader {
             Reader::Off => {
                 self.out += data.len() as u64;
                 None
             }
-            Reader::Json { buf, over } => {
-                if *over {
-                    buf.clear();
-                } else {
-                    if buf.len() + data.len() > MAX_INSPECTED {
-                        *over = true;
-                        buf.clear();
-                    } else {
-                        buf.extend_from_slice(data);
-                    }
-                }
-                if !end {
-                    if filtering {
-                        return Some(Bytes::new());
-                    }
-                    self.out += data.len() as u64;
-                    return None;
-                }
-                let body = std::mem::take(buf);
-                let over = *over;
-                if !filtering {
-                    self.out += data.len() as u64;
-                }
-                if over {
-                    if filtering {
-                        let e = self.filter_failure();
-                        self.out += e.len() as u64;
-                        return Some(Bytes::from(e));
-                    }
-                    return None;
-                }
-                let out_after = if filtering {
-                    self.out + body.len() as u64
-                } else {
-                    self.out
-                };
-                let replaced = self.read_message(&body, now, out_after, keep);
-                if !filtering {
-                    return None;
-                }
-                let sent = replaced.unwrap_or(body);
-                self.out += sent.len() as u64;
-                Some(Bytes::from(sent))
-            }
+            Reader::Json { .. } => self.on_json(data, end, now, keep),
             Reader::Sse { .. } => self.on_sse(data, now, keep),
         }
+    }
+
+    /// A JSON body is read whole at its end. Passed through as it arrives, unless a
+    /// `tools/list` result in it must be filtered: then it is held and sent at the end.
+    fn on_json(
+        &mut self,
+        data: &[u8],
+        end: bool,
+        now: Instant,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Option<Bytes> {
+        let filtering = !self.filter_ids.is_empty();
+        let Reader::Json { buf, over } = &mut self.reader else {
+            return None;
+        };
+        if !*over && buf.len() + data.len() > MAX_INSPECTED {
+            *over = true;
+            buf.clear();
+        }
+        if !*over {
+            buf.extend_from_slice(data);
+        }
+        if !filtering {
+            self.out += data.len() as u64;
+        }
+        if !end {
+            return filtering.then(Bytes::new);
+        }
+        let (body, over) = (std::mem::take(buf), *over);
+        if over {
+            // Too large to read: passed uninspected, or (filtering) replaced by an error.
+            return filtering.then(|| {
+                let e = self.filter_failure();
+                self.out += e.len() as u64;
+                Bytes::from(e)
+            });
+        }
+        if !filtering {
+            self.read_message(&body, now, self.out, keep);
+            return None;
+        }
+        let replaced = self.read_message(&body, now, self.out + body.len() as u64, keep);
+        let sent = replaced.unwrap_or(body);
+        self.out += sent.len() as u64;
+        Some(Bytes::from(sent))
     }
 
     fn on_sse(&mut self, chunk: &[u8], now: Instant, keep: &dyn Fn(&str) -> bool) -> Option<Bytes> {

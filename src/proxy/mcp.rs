@@ -136,7 +136,7 @@ impl Bridge {
                     ctx.mcp = Some(x);
                     let answer = layer::unreadable_answer(&why);
                     return Some(
-                        self.answer(session, ctx, 400, &answer, McpRefusal::Unreadable)
+                        self.answer(session, ctx, 400, Some(&answer), McpRefusal::Unreadable)
                             .await,
                     );
                 }
@@ -157,7 +157,7 @@ impl Bridge {
                     .for_each(|c| c.outcome = Some(Outcome::Error));
                 ctx.mcp = Some(x);
                 return Some(
-                    self.answer(session, ctx, 400, &answer, McpRefusal::HeaderMismatch)
+                    self.answer(session, ctx, 400, Some(&answer), McpRefusal::HeaderMismatch)
                         .await,
                 );
             }
@@ -184,38 +184,45 @@ impl Bridge {
                     .iter_mut()
                     .for_each(|c| c.outcome = Some(Outcome::Denied));
                 ctx.mcp = Some(x);
-                Some(match answer {
-                    Some(a) => {
-                        self.answer(session, ctx, 200, &a, McpRefusal::ToolDenied)
-                            .await
-                    }
-                    None => self.accepted(session, ctx).await,
-                })
+                // Only notifications refused: nothing to answer but 202.
+                let status = if answer.is_some() { 200 } else { 202 };
+                Some(
+                    self.answer(
+                        session,
+                        ctx,
+                        status,
+                        answer.as_ref(),
+                        McpRefusal::ToolDenied,
+                    )
+                    .await,
+                )
             }
         }
     }
 
-    /// Write a JSON-RPC answer in the form the client accepts.
+    /// Write the layer's own answer: a JSON-RPC payload in the form the client accepts, or
+    /// an empty body (`None`, for a 202).
     async fn answer(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         status: u16,
-        answer: &serde_json::Value,
+        answer: Option<&serde_json::Value>,
         why: McpRefusal,
     ) -> pingora::Result<bool> {
-        let sse = layer::wants_sse(header_str(session, "accept"));
-        let (content_type, body) = layer::render_answer(answer, sse);
+        let (content_type, body) = match answer {
+            Some(a) => layer::render_answer(a, layer::wants_sse(header_str(session, "accept"))),
+            None => ("application/json", Vec::new()),
+        };
         ctx.status = status;
         ctx.mcp_refusal = Some(why);
         ctx.bytes_in = ctx.body_read;
         ctx.bytes_out = body.len() as u64;
-        let out = body.len() as u64;
         if let Some(x) = ctx.mcp.as_mut() {
             let now = Instant::now();
             for c in &mut x.calls {
                 c.answered_at = Some(now);
-                c.bytes_out = out;
+                c.bytes_out = ctx.bytes_out;
             }
         }
         respond::send(
@@ -224,23 +231,6 @@ impl Bridge {
             content_type,
             &[],
             Bytes::from(body),
-            self.hsts(),
-        )
-        .await?;
-        Ok(true)
-    }
-
-    /// 202 for a refused POST that carried only notifications.
-    async fn accepted(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-        ctx.status = 202;
-        ctx.mcp_refusal = Some(McpRefusal::ToolDenied);
-        ctx.bytes_in = ctx.body_read;
-        respond::send(
-            session,
-            202,
-            "application/json",
-            &[],
-            Bytes::new(),
             self.hsts(),
         )
         .await?;
@@ -338,14 +328,12 @@ impl Bridge {
         for c in &x.calls {
             let outcome = c.outcome.unwrap_or(Outcome::Unanswered);
             let is_call = c.method == "tools/call";
-            let tool = if is_call {
-                route.tools.labels.label(c.tool.as_deref())
-            } else {
-                std::sync::Arc::from("")
-            };
+            // `tool` is set for tools/call only (no allocation for the other methods).
+            let label = is_call.then(|| route.tools.labels.label(c.tool.as_deref()));
+            let tool = label.as_deref().unwrap_or("");
             self.metrics
                 .mcp_requests
-                .with_label_values(&[endpoint, c.method, &tool, outcome.as_str()])
+                .with_label_values(&[endpoint, c.method, tool, outcome.as_str()])
                 .inc();
             let took = c
                 .answered_at
@@ -354,7 +342,7 @@ impl Bridge {
             if c.id.is_some() {
                 self.metrics
                     .mcp_request_seconds
-                    .with_label_values(&[endpoint, c.method, &tool])
+                    .with_label_values(&[endpoint, c.method, tool])
                     .observe(took.as_secs_f64());
             }
             if is_call && audit_on {
@@ -373,10 +361,7 @@ impl Bridge {
                     sub: p.and_then(|p| p.sub.as_deref()),
                     username: p.and_then(|p| p.username.as_deref()),
                     client_id: p.and_then(|p| p.client_id.as_deref()),
-                    client_ip: session
-                        .client_addr()
-                        .and_then(|a| a.as_inet())
-                        .map(|a| a.ip().to_string()),
+                    client_ip: super::client_ip(session).map(|ip| ip.to_string()),
                     session: header_str(session, "mcp-session-id").map(audit::session_hash),
                     jsonrpc_id: c
                         .id
