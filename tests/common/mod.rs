@@ -286,6 +286,30 @@ pub async fn wait_for_health(url: &str, status: u16) -> serde_json::Value {
     }
 }
 
+/// A client whose connections come from the loopback source address `local` (any address
+/// in 127.0.0.0/8 works on Linux without configuration).
+pub fn client_from(local: std::net::IpAddr) -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .local_address(local)
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap()
+}
+
+/// How many times each status code came back from the tasks of `set`.
+pub async fn tally(
+    mut set: tokio::task::JoinSet<Vec<u16>>,
+) -> std::collections::BTreeMap<u16, usize> {
+    let mut by_status = std::collections::BTreeMap::new();
+    while let Some(codes) = set.join_next().await {
+        for code in codes.unwrap() {
+            *by_status.entry(code).or_insert(0) += 1;
+        }
+    }
+    by_status
+}
+
 /// POST `{}` to `url` with a fresh client; the status code.
 pub async fn post_status(url: &str) -> u16 {
     client()

@@ -245,16 +245,6 @@ fn targets_are_checked_as_written_and_numbers_name_their_field() {
     }
 }
 
-/// A client bound to a loopback source address of its own.
-fn client_from(local: [u8; 4]) -> reqwest::Client {
-    init();
-    reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from(local))
-        .timeout(HANG_GUARD)
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn client_address_allowlists() {
     let up = Upstream::start().await;
@@ -278,7 +268,7 @@ async fn client_address_allowlists() {
         ([127, 0, 0, 2], "/mcp/b", 403),
     ];
     for (from, path, want) in cases {
-        let r = client_from(*from)
+        let r = client_from((*from).into())
             .post(b.url(path))
             .body("{}")
             .send()
@@ -291,7 +281,7 @@ async fn client_address_allowlists() {
         }
     }
     // health stays reachable for load balancers and probes from anywhere
-    let r = client_from([127, 0, 0, 9])
+    let r = client_from([127, 0, 0, 9].into())
         .get(b.url("/livez"))
         .send()
         .await

@@ -12,6 +12,11 @@ fn tsnet_config(state: &std::path::Path, extra_tailnet: &str, endpoints: &str) -
     )
 }
 
+/// A bridge in tsnet mode over the test double, with an auth key the double accepts.
+async fn start_tsnet(config: &str) -> Bridge {
+    Bridge::start_with_env("", config, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await
+}
+
 #[tokio::test]
 async fn tsnet_node_carries_traffic_and_reports_state() {
     let up = Upstream::start().await;
@@ -20,12 +25,7 @@ async fn tsnet_node_carries_traffic_and_reports_state() {
         "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n  - path: /mcp/dead\n    target: http://blackhole.tail1234.ts.net:9/mcp\n    timeouts: {{connect: 1s}}\n",
         up.addr.port()
     );
-    let b = Bridge::start_with_env(
-        "",
-        &tsnet_config(&state, "", &endpoints),
-        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
-    )
-    .await;
+    let b = start_tsnet(&tsnet_config(&state, "", &endpoints)).await;
     let c = client();
     let r = c.post(b.url("/mcp/a")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -122,7 +122,7 @@ async fn tsnet_restarts_from_state_and_ephemeral_nodes_log_out() {
         up.addr.port()
     );
     let cfg = tsnet_config(&state, "  ephemeral: true\n", &endpoints);
-    let b = Bridge::start_with_env("", &cfg, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await;
+    let b = start_tsnet(&cfg).await;
     drop(b);
     // Killed without a clean stop: the state stays and the key is no longer needed.
     assert!(std::fs::read_to_string(state.join("tailscaled.state"))
@@ -144,7 +144,7 @@ async fn tsnet_restarts_from_state_and_ephemeral_nodes_log_out() {
     // With the control server unreachable the logout fails, and the log says so (the
     // library's close reports success either way).
     std::fs::remove_file(state.join("test-double-logged-out")).unwrap();
-    let b = Bridge::start_with_env("", &cfg, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await;
+    let b = start_tsnet(&cfg).await;
     std::fs::write(state.join("test-double-offline"), "").unwrap();
     b.signal("TERM");
     b.wait_for_log("could not log out").await;
@@ -164,12 +164,7 @@ async fn the_node_keeps_to_its_state_dir_and_its_logs_go_through_the_logger() {
         "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n",
         up.addr.port()
     );
-    let b = Bridge::start_with_env(
-        "",
-        &tsnet_config(&state, "", &endpoints),
-        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
-    )
-    .await;
+    let b = start_tsnet(&tsnet_config(&state, "", &endpoints)).await;
     let env = std::fs::read_to_string(state.join("test-double-env")).unwrap();
     assert!(
         env.contains(&format!("logs_dir={}", state.join("logs").display())),
@@ -209,12 +204,7 @@ async fn a_burst_against_a_cold_endpoint_queues_for_dial_slots() {
         "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n",
         up.addr.port()
     );
-    let b = Bridge::start_with_env(
-        "",
-        &tsnet_config(&state, "", &endpoints),
-        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
-    )
-    .await;
+    let b = start_tsnet(&tsnet_config(&state, "", &endpoints)).await;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let url = b.url("/mcp/a");
@@ -235,12 +225,7 @@ async fn a_burst_against_a_cold_endpoint_queues_for_dial_slots() {
             out
         });
     }
-    let mut codes = std::collections::BTreeMap::new();
-    while let Some(r) = set.join_next().await {
-        for c in r.unwrap() {
-            *codes.entry(c).or_insert(0) += 1;
-        }
-    }
+    let codes = tally(set).await;
     assert_eq!(codes.get(&200), Some(&320), "{codes:?}\n{}", b.stderr());
 }
 
@@ -259,7 +244,7 @@ async fn introspection_goes_through_the_node() {
     let cfg = format!(
         "{head}auth:\n  issuer: {idp_url}\n  audience: https://mcp.example.com\n  introspection_url: {idp_url}/introspect\n  client_id: {CLIENT_ID}\n  client_secret: {CLIENT_SECRET}\nendpoints:{eps}"
     );
-    let b = Bridge::start_with_env("", &cfg, &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")]).await;
+    let b = start_tsnet(&cfg).await;
     idp.set(
         "tok",
         serde_json::json!({"active": true, "aud": ["https://mcp.example.com/"], "iss": idp_url, "sub": "3", "exp": now() + 300}),
@@ -373,12 +358,7 @@ async fn a_peer_that_vanishes_without_closing_fails_within_the_connect_timeout()
         "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n    timeouts: {{connect: 2s, first_byte: 5m}}\n",
         up.addr.port()
     );
-    let b = Bridge::start_with_env(
-        "",
-        &tsnet_config(&state, "", &endpoints),
-        &[("TB_TEST_TS_AUTHKEY", "tskey-auth-test")],
-    )
-    .await;
+    let b = start_tsnet(&tsnet_config(&state, "", &endpoints)).await;
     assert_eq!(post_status(&b.url("/mcp/a")).await, 200);
     std::fs::write(
         state.join("test-double-silent"),
