@@ -31,12 +31,15 @@ pub fn init() {
 }
 
 pub fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+/// The test client's settings: no redirects followed, every request bounded by HANG_GUARD.
+fn client_builder() -> reqwest::ClientBuilder {
     init();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(HANG_GUARD)
-        .build()
-        .unwrap()
 }
 
 /// A loopback port that was free a moment ago.
@@ -289,12 +292,7 @@ pub async fn wait_for_health(url: &str, status: u16) -> serde_json::Value {
 /// A client whose connections come from the loopback source address `local` (any address
 /// in 127.0.0.0/8 works on Linux without configuration).
 pub fn client_from(local: std::net::IpAddr) -> reqwest::Client {
-    init();
-    reqwest::Client::builder()
-        .local_address(local)
-        .timeout(HANG_GUARD)
-        .build()
-        .unwrap()
+    client_builder().local_address(local).build().unwrap()
 }
 
 /// How many times each status code came back from the tasks of `set`.
