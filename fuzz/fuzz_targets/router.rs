@@ -19,5 +19,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             .split('/')
             .any(|seg| seg == ".." || seg == "."));
     }
-    let _ = tailbridge::config::validate::normalise_endpoint_path(path);
+    let _ = tailbridge::config::endpoints::normalise_endpoint_path(path);
 });

@@ -354,7 +354,7 @@ impl Bridge {
                 let ok = origin
                     .to_str()
                     .ok()
-                    .and_then(crate::config::validate::normalise_origin)
+                    .and_then(crate::config::server::normalise_origin)
                     .is_some_and(|o| self.allowed_origins.contains(&o));
                 if !ok {
                     return Err(Rejection::OriginForbidden);

@@ -285,7 +285,7 @@ fn the_reference_config_documents_every_key_the_parser_accepts() {
     let text = reference();
     let lines: Vec<&str> = text.lines().collect();
     let mut missing = Vec::new();
-    for (path, keys) in tailbridge::config::validate::SECTIONS {
+    for (path, keys) in tailbridge::config::SECTIONS {
         let top = path.split(['.', '[']).next().unwrap_or_default();
         // The lines of the top-level section the keys belong to (the whole file for the top).
         let block: Vec<&str> = if top.is_empty() {

@@ -158,7 +158,7 @@ impl Tsnet {
                     .api_url
                     .as_ref()
                     .map(|u| u.as_str().to_string())
-                    .unwrap_or_else(|| crate::config::validate::DEFAULT_TAILSCALE_API.to_string());
+                    .unwrap_or_else(|| crate::config::tailnet::DEFAULT_TAILSCALE_API.to_string());
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
