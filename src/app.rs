@@ -335,8 +335,21 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         );
     }
 
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, bridge, "tailbridge");
+    // With `server.proxy_protocol`, a plain listener reads the PROXY header in front of
+    // the proxy, a TLS listener before the handshake (see `listener`).
+    let headers = config.server.proxy_protocol.then(|| {
+        for reason in ["missing", "malformed", "timeout", "closed"] {
+            metrics.proxy_protocol_refused.with_label_values(&[reason]);
+        }
+        crate::listener::ProxyHeaders::new(metrics.proxy_protocol_refused.clone())
+    });
+    let plain = matches!(config.tls.mode, TlsMode::Off);
+    let app = crate::listener::ProxyProtocolApp::new(
+        pingora::proxy::http_proxy(&server.configuration, bridge),
+        headers.clone().filter(|_| plain),
+    );
+    let mut proxy = pingora::services::listening::Service::new("tailbridge".into(), app);
+    let mut pre_tls: Option<pingora::listeners::PreTlsCallback> = None;
     let listen = config.server.listen.to_string();
     let challenges = Arc::new(crate::tls::challenge::Challenges::default());
     let served = match &config.tls.mode {
@@ -373,9 +386,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             .map_err(|e| StartError::Tls(e.to_string()))?;
             let served = manager.served();
             if acme.challenge == crate::config::AcmeChallenge::TlsAlpn01 {
-                proxy.endpoints().set_pre_tls_callback(Arc::new(
-                    crate::tls::challenge::AlpnChallengeHook::new(challenges.clone()),
-                ));
+                pre_tls = Some(Arc::new(crate::tls::challenge::AlpnChallengeHook::new(
+                    challenges.clone(),
+                )));
             }
             server.add_service(background_service("acme", manager));
             Some(served)
@@ -386,6 +399,16 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             .map_err(|e| StartError::Tls(e.to_string()))?;
         tls.set_cert_resolver(served.clone());
         tls.enable_h2();
+        if let Some(headers) = headers {
+            // The header comes first, ahead of any ClientHello (an ACME validation too).
+            pre_tls = Some(Arc::new(crate::listener::ProxyHeaderHook::new(
+                headers,
+                pre_tls.take(),
+            )));
+        }
+        if let Some(hook) = pre_tls {
+            proxy.endpoints().set_pre_tls_callback(hook);
+        }
         proxy.add_tls_with_settings(&listen, None, tls);
         health.watch_certificate(served.clone());
     }

@@ -95,7 +95,14 @@ pub fn summary(config: &Config) -> String {
             a.directory_url
         ),
     };
-    s.push_str(&format!("listen  {} ({tls})\n", config.server.listen));
+    let proxy = match config.server.proxy_protocol {
+        true => ", PROXY protocol header required",
+        false => "",
+    };
+    s.push_str(&format!(
+        "listen  {} ({tls}{proxy})\n",
+        config.server.listen
+    ));
     if let Some(h) = config.tls.http_listen {
         s.push_str(&format!(
             "http    {h} (308 to https, ACME HTTP-01 answers)\n"

@@ -3,7 +3,7 @@
 //! Module map: [`config`] (YAML → validated config), [`proxy`] (the `ProxyHttp` phases,
 //! routing and header rules), [`tailnet`] (how bytes reach the tailnet), [`observe`]
 //! (metrics, access log, health), [`mcp`] (the MCP-aware layer: tool policy, metrics, audit),
-//! [`admin`] (metrics/health listener), [`app`] (wiring),
+//! [`listener`] (the PROXY protocol ahead of HTTP), [`admin`] (metrics/health listener), [`app`] (wiring),
 //! [`cli`] (command line), [`doctor`] (`tailbridge doctor`),
 //! [`demo`] (`tailbridge demo`).
 #![deny(clippy::unwrap_used)]
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod listener;
 pub mod mcp;
 pub mod observe;
 pub mod proxy;

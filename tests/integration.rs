@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod doctor;
 mod e2e;
+mod fleet;
 mod hostile;
 mod mcp;
 mod monitoring;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command. It first installs what the tests need when it is missing, then runs
 # every test:
-#   0. peers: apt packages (cmake for pingora's build, microsocks, pebble, openssl, Chromium
+#   0. peers: apt packages (cmake for pingora's build, microsocks, pebble, openssl, HAProxy, Chromium
 #      for the status page, iproute2 for network-namespace test hosts), the npm modules in
 #      tests/e2e (MCP TypeScript SDK, mcp-remote, oidc-provider, playwright-core), and a Python venv
 #      in tests/py/.venv with the MCP Python SDK (mcp==2.3.0) and kubernetes-validate. It never skips a test for a
@@ -16,9 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="cmake microsocks pebble openssl chromium iproute2"
+APT_PACKAGES="cmake microsocks pebble openssl chromium iproute2 haproxy"
 missing=""
-for cmd in cmake microsocks pebble openssl chromium ip; do
+for cmd in cmake microsocks pebble openssl chromium ip haproxy; do
   command -v "$cmd" >/dev/null || missing="$missing $cmd"
 done
 if [ -n "$missing" ]; then
@@ -33,7 +33,7 @@ fi
 for cmd in node npm python3; do
   command -v "$cmd" >/dev/null || { echo "tests/run.sh: $cmd is missing; install Node.js 20+ and Python 3.10+ first" >&2; exit 1; }
 done
-if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e/node_modules/oidc-provider ] || [ ! -d tests/e2e/node_modules/mcp-remote ] || [ ! -d tests/e2e/node_modules/playwright-core ]; then
+if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e/node_modules/oidc-provider ] || [ ! -d tests/e2e/node_modules/mcp-remote ] || [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/undici ]; then
   echo "== npm modules (tests/e2e)"
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi

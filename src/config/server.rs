@@ -31,6 +31,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "upgrade_sock",
     "strip_request_headers",
     "allowed_client_cidrs",
+    "proxy_protocol",
 ];
 
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct Server {
     pub strip_request_headers: Vec<String>,
     /// Client networks allowed to call endpoints, `/token` and `/register` (empty = all).
     pub allowed_client_cidrs: Vec<crate::proxy::cidr::Cidr>,
+    /// Every connection to `listen` starts with a PROXY protocol header (v1 or v2) from an
+    /// L4 balancer, which names the client; connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +67,7 @@ pub struct RawServer {
     pub upgrade_sock: Option<String>,
     pub strip_request_headers: Option<Vec<String>>,
     pub allowed_client_cidrs: Option<Vec<String>>,
+    pub proxy_protocol: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -142,6 +147,7 @@ pub(super) fn server(e: &mut Errors, raw: RawServer) -> Server {
         listen,
         strip_request_headers,
         allowed_client_cidrs,
+        proxy_protocol: raw.proxy_protocol.unwrap_or(false),
         allowed_origins,
         public_url,
         threads,

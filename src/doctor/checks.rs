@@ -34,7 +34,7 @@ pub async fn all(path: &std::path::Path, opts: &Options) -> Vec<Check> {
             return out;
         }
     };
-    let running = bridge_checks(&config, &client, &mut out).await;
+    let running = bridge_checks(&config, &client, opts.timeout, &mut out).await;
     let endpoints: Vec<&Endpoint> = config
         .endpoints
         .iter()
@@ -137,6 +137,7 @@ pub struct Running {
 async fn bridge_checks(
     config: &Config,
     client: &reqwest::Client,
+    timeout: std::time::Duration,
     out: &mut Vec<Check>,
 ) -> Option<Running> {
     let Some(admin) = config.admin.listen else {
@@ -180,15 +181,31 @@ async fn bridge_checks(
     } else {
         "https"
     };
-    let answered = client
-        .get(format!("{scheme}://{main}/livez"))
-        .send()
-        .await
-        .is_ok();
-    if answered {
+    // With the PROXY protocol on, a plain client is refused: speak it (a LOCAL header).
+    let answered = if config.server.proxy_protocol {
+        let raw = super::tls::livez_raw(config, main);
+        match tokio::time::timeout(timeout, raw).await {
+            Ok(Ok(200)) => Ok("answers (PROXY protocol on: through a LOCAL header)".to_string()),
+            Ok(Ok(status)) => Err(format!("answered {status} to /livez")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    } else {
+        match client.get(format!("{scheme}://{main}/livez")).send().await {
+            Ok(_) => Ok("answers".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    if let Ok(how) = &answered {
         out.push(Check::ok(
             "bridge.listen",
-            format!("{scheme}://{main} answers"),
+            format!("{scheme}://{main} {how}"),
+        ));
+    } else if let (true, Err(why)) = (config.server.proxy_protocol, &answered) {
+        out.push(Check::fail(
+            "bridge.listen",
+            format!("server.listen {main} ({scheme}, PROXY protocol on): {why}"),
+            "a connection with a PROXY header was refused: is this the config the bridge runs with?",
         ));
     } else {
         out.push(Check::fail(

@@ -55,6 +55,76 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
+/// A TCP connection to the main listener, with the PROXY header it requires when
+/// `server.proxy_protocol` is on (a v2 `LOCAL` one: the doctor speaks for itself).
+pub(super) async fn connect_main(
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    if config.server.proxy_protocol {
+        tcp.write_all(&crate::listener::proxy_protocol::V2_LOCAL)
+            .await?;
+    }
+    Ok(tcp)
+}
+
+/// A TLS connector that completes any handshake and records the chain it was shown.
+fn recording_connector() -> (Arc<Recorder>, tokio_rustls::TlsConnector) {
+    let recorder = Arc::new(Recorder::default());
+    let tls = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    (recorder, tokio_rustls::TlsConnector::from(Arc::new(tls)))
+}
+
+/// `GET /livez` on the main listener over a raw connection (through the PROXY header and
+/// TLS as configured); the status code.
+pub(super) async fn livez_raw(config: &Config, addr: std::net::SocketAddr) -> Result<u16, String> {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    async fn ask<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, host: &str) -> Result<u16, String> {
+        let req = format!("GET /livez HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        let _ = s.read_to_end(&mut head).await;
+        let text = String::from_utf8_lossy(&head);
+        text.strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| match text.is_empty() {
+                true => "the connection was closed unanswered".to_string(),
+                false => format!(
+                    "not an HTTP answer: {:?}",
+                    text.lines().next().unwrap_or("")
+                ),
+            })
+    }
+    let tcp = connect_main(config, addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let host = addr.to_string();
+    if config.tls.mode == TlsMode::Off {
+        return ask(tcp, &host).await;
+    }
+    let (_, connector) = recording_connector();
+    let name = config
+        .server
+        .public_url
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .and_then(|h| ServerName::try_from(h.to_string()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    ask(tls, &host).await
+}
+
 /// Whether `name` is covered by a certificate DNS name (one leading `*.` label allowed).
 pub fn name_covered(names: &[String], host: &str) -> bool {
     let host = host.to_ascii_lowercase();
@@ -89,12 +159,7 @@ pub async fn public_tls_checks(config: &Config, opts: &Options, out: &mut Vec<Ch
         }
         _ => config.server.listen,
     };
-    let recorder = Arc::new(Recorder::default());
-    let tls = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(recorder.clone())
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let (recorder, connector) = recording_connector();
     let Ok(sni) = ServerName::try_from(host.clone()) else {
         out.push(Check::fail(
             "tls",
@@ -104,7 +169,7 @@ pub async fn public_tls_checks(config: &Config, opts: &Options, out: &mut Vec<Ch
         return;
     };
     let shake = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tcp = connect_main(config, addr).await?;
         connector.connect(sni, tcp).await
     };
     match tokio::time::timeout(opts.timeout, shake).await {

@@ -45,7 +45,9 @@ pub fn handshake_failure_reason(target: &str, message: &str) -> Option<&'static 
     if !target.starts_with(ACCEPT_TARGET) || !message.starts_with("Downstream handshake") {
         return None;
     }
-    if message.contains(crate::tls::challenge::CHALLENGE_DONE) {
+    if message.contains(crate::tls::challenge::CHALLENGE_DONE)
+        || message.contains(crate::listener::PROXY_REFUSED)
+    {
         None
     } else if message.starts_with("Downstream handshake timeout") {
         Some("timeout")
@@ -62,8 +64,11 @@ impl log::Log for Counting {
     fn log(&self, record: &log::Record<'_>) {
         if record.level() == log::Level::Error && record.target().starts_with(ACCEPT_TARGET) {
             let message = record.args().to_string();
-            if message.contains(crate::tls::challenge::CHALLENGE_DONE) {
-                // An answered TLS-ALPN-01 validation, already logged at info by the responder.
+            if message.contains(crate::tls::challenge::CHALLENGE_DONE)
+                || message.contains(crate::listener::PROXY_REFUSED)
+            {
+                // An answered TLS-ALPN-01 validation, or a connection without a valid PROXY
+                // header: each already logged at info where it was handled.
                 return;
             }
             if let Some(reason) = handshake_failure_reason(record.target(), &message) {
@@ -103,6 +108,13 @@ mod tests {
             handshake_failure_reason(
                 t,
                 "Downstream handshake error: ACMEChallengeAnswered context: TLS-ALPN-01 challenge answered"
+            ),
+            None
+        );
+        assert_eq!(
+            handshake_failure_reason(
+                t,
+                "Downstream handshake error from 127.0.0.1:5: ProxyHeaderRefused context: the connection did not start with a PROXY header"
             ),
             None
         );

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub mcp_requests: IntCounterVec,
     pub mcp_request_seconds: HistogramVec,
     pub userinfo: IntCounterVec,
+    pub proxy_protocol_refused: IntCounterVec,
 }
 
 /// TLS handshake failures are reported by pingora's accept loop through the log; the logger
@@ -266,6 +267,15 @@ impl Metrics {
         registry.register(Box::new(mcp_requests.clone()))?;
         registry.register(Box::new(mcp_request_seconds.clone()))?;
         registry.register(Box::new(userinfo.clone()))?;
+        let proxy_protocol_refused = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_proxy_protocol_refused_total",
+                "Connections to server.listen closed for want of a valid PROXY header, by \
+                 reason: missing, malformed, timeout or closed.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(proxy_protocol_refused.clone()))?;
         for m in [
             &introspections,
             &token_cache,
@@ -320,6 +330,7 @@ impl Metrics {
             mcp_requests,
             mcp_request_seconds,
             userinfo,
+            proxy_protocol_refused,
         })
     }
 

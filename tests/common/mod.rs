@@ -415,7 +415,13 @@ impl Bridge {
 
     /// Start with TLS on the main listener: readiness is judged on the admin listener only.
     pub async fn start_tls(server_extra: &str, body: &str) -> Bridge {
-        Self::launch(server_extra, body, &[], false, None).await
+        Self::admin_ready(server_extra, body, &[]).await
+    }
+
+    /// Start a bridge whose main listener a plain probe cannot use (TLS, or the PROXY
+    /// protocol): readiness is judged on the admin listener only.
+    pub async fn admin_ready(server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
+        Self::launch(server_extra, body, env, false, None).await
     }
 
     /// Start with TLS on a port chosen by the caller (an ACME test CA must know it first).

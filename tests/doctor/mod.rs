@@ -7,7 +7,7 @@ use crate::e2e::{start_node, start_sdk_server, Node};
 use std::process::Command;
 
 /// Run the doctor on a bridge's config; (exit code, text output, JSON checks).
-fn doctor(b: &Bridge, extra: &[&str]) -> (i32, String, serde_json::Value) {
+pub(crate) fn doctor(b: &Bridge, extra: &[&str]) -> (i32, String, serde_json::Value) {
     let cfg = b.dir.join("config.yaml");
     let text = Command::new(bin())
         .args(["doctor", "--timeout", "3", "--config"])
@@ -40,7 +40,7 @@ fn doctor(b: &Bridge, extra: &[&str]) -> (i32, String, serde_json::Value) {
 }
 
 /// The checks whose name starts with `prefix`.
-fn named<'a>(checks: &'a serde_json::Value, prefix: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn named<'a>(checks: &'a serde_json::Value, prefix: &str) -> Vec<&'a serde_json::Value> {
     checks["checks"]
         .as_array()
         .unwrap()
