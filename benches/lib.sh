@@ -1,6 +1,6 @@
 # Shared setup for the load scripts (sourced, not run): a work directory removed on exit with
 # every started process, free ports, the nginx upstream answering a small JSON-RPC result,
-# and the 1 KB JSON POST body with its wrk script.
+# the 1 KB JSON POST body with its wrk script, and instruction counts under callgrind.
 
 W=$(mktemp -d "/tmp/tailbridge-${BENCH_NAME:-bench}.XXXXXX")
 PIDS=()
@@ -34,4 +34,27 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 LUA
+}
+
+# ir_per_request N PORT TOKEN CMD...: start CMD under callgrind (instrumentation off), wait for
+# PORT, warm up with 200 requests (pools, caches, metric labels), then count instructions
+# over N sequential keep-alive POSTs of the bench body (with TOKEN as bearer unless "-"),
+# stop CMD and print the instructions per request. Counts are repeatable where wall-clock
+# figures on these machines are not.
+ir_per_request() {
+  local n=$1 p=$2 token=$3; shift 3
+  local cg; cg=$(mktemp -u "$W/cg.XXXXXX")
+  local auth=(); [ "$token" != "-" ] && auth=("$token")
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg.%p" "$@" >/dev/null 2>"$cg.stderr" & local vp=$!
+  PIDS+=($vp)
+  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+  python3 benches/seq.py "$p" 200 "$W/body.json" "${auth[@]}"
+  callgrind_control -i on "$vp" >/dev/null 2>&1
+  python3 benches/seq.py "$p" "$n" "$W/body.json" "${auth[@]}"
+  callgrind_control -i off "$vp" >/dev/null 2>&1
+  callgrind_control -d "$vp" >/dev/null 2>&1
+  # The counts are dumped: no graceful shutdown needed.
+  kill -KILL "$vp"; wait "$vp" 2>/dev/null || true
+  local total; total=$(cat "$cg".[0-9]* | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
+  echo $(( total / n ))
 }

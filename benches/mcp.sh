@@ -59,32 +59,10 @@ run_wrk() { # name url
     "$(echo "$out" | awk '$1=="50%" {print $2}')" "$(echo "$out" | awk '$1=="99%" {print $2}')"
 }
 
-# N sequential keep-alive POSTs of the bench body.
-cat > "$W/seq.py" <<'PY'
-import http.client, sys
-port, n, body = int(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "rb").read()
-c = http.client.HTTPConnection("127.0.0.1", port)
-for _ in range(n):
-    c.request("POST", "/mcp/bench", body, {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
-    r = c.getresponse(); r.read()
-    assert r.status == 200, r.status
-PY
-
-ir_per_request() { # name config
+cg_row() { # name config
   local p; p=$(sed -n 's/.*listen: "127.0.0.1:\([0-9]*\)".*/\1/p' "$W/$2.yaml" | head -1)
-  local cg="$W/cg-$2"
   # A fresh instance under valgrind on the same ports (the plain one is stopped first).
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg.%p" "$BIN" --config "$W/$2.yaml" 2>/dev/null & local vp=$!
-  PIDS+=($vp)
-  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-  python3 "$W/seq.py" "$p" 200 "$W/body.json"            # warm-up: pools, caches, labels
-  callgrind_control -i on "$vp" >/dev/null 2>&1
-  python3 "$W/seq.py" "$p" "$N" "$W/body.json"
-  callgrind_control -i off "$vp" >/dev/null 2>&1
-  callgrind_control -d "$vp" >/dev/null 2>&1
-  kill "$vp"; wait "$vp" 2>/dev/null || true
-  local total; total=$(cat "$cg".* | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
-  printf "| %-28s | %12d |\n" "$1" $(( total / N ))
+  printf "| %-28s | %12d |\n" "$1" "$(ir_per_request "$N" "$p" - "$BIN" --config "$W/$2.yaml")"
 }
 
 {
@@ -115,8 +93,8 @@ echo
 echo "| tailbridge                   | instructions |"
 echo "|------------------------------|-------------:|"
 kill "$OFF_PID" "$ON_PID" 2>/dev/null || true; sleep 1.5
-ir_per_request "no tool policy" off
-ir_per_request "policy in force" on
+cg_row "no tool policy" off
+cg_row "policy in force" on
 } | tee "$W/result.md"
 mkdir -p benches/results
 cp "$W/result.md" benches/results/mcp-latest.md
