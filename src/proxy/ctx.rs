@@ -1,8 +1,8 @@
 //! Per-request state shared across the proxy phases.
 
+use super::first_byte::Armed;
 use super::mcp::McpRefusal;
 use super::respond::Rejection;
-use super::watchdog::FirstByteWatchdog;
 use crate::auth::{AuthError, Principal};
 use crate::mcp::exchange::Exchange;
 use std::time::Instant;
@@ -25,7 +25,7 @@ pub struct Ctx {
     /// True while this response is an open event stream counted in `active_streams`.
     pub stream_open: bool,
     /// The first-byte timer of the current upstream attempt.
-    pub first_byte: Option<FirstByteWatchdog>,
+    pub first_byte: Option<Armed>,
     /// Set for `/token`: the request goes to tsidp at this path.
     pub idp_path: Option<String>,
     /// The authenticated identity, when auth is on.

@@ -14,12 +14,12 @@
 
 pub mod cidr;
 pub mod ctx;
+pub mod first_byte;
 pub mod headers;
 mod mcp;
 mod oauth;
 pub mod respond;
 pub mod router;
-pub mod watchdog;
 
 use crate::auth::AuthRuntime;
 use crate::config::secrets::Secret;
@@ -133,11 +133,15 @@ pub struct Bridge {
     audit: crate::config::Audit,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    /// First-byte timers of requests waiting for an upstream's response head.
+    deadlines: first_byte::Deadlines,
 }
 
 /// Why the proxy could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("cannot start the first-byte timer thread: {0}")]
+    Timers(#[source] std::io::Error),
     #[error("endpoints[{index}].upstream_token: {source}")]
     UpstreamToken {
         index: usize,
@@ -276,6 +280,7 @@ impl Bridge {
             audit: config.log.audit.clone(),
             health,
             metrics,
+            deadlines: first_byte::Deadlines::start().map_err(BuildError::Timers)?,
         })
     }
 
@@ -469,7 +474,7 @@ fn peer_for(
         h1_upgrade: H1UpgradePolicy::Deny,
     };
     // Pingora applies this to every upstream read: it is the idle gap between SSE events.
-    // The (shorter) wait for the response head is the first-byte watchdog's job.
+    // The (shorter) wait for the response head is the first-byte deadline's job.
     peer.options.read_timeout = Some(ep.timeouts.idle);
     let dialer = Arc::new(EndpointDialer {
         endpoint: Arc::from(ep.name.as_str()),
@@ -795,10 +800,11 @@ impl ProxyHttp for Bridge {
                     let dialer = route.dialer.clone();
                     Box::pin(async move { dialer.answers().await }) as _
                 });
-            match watchdog::FirstByteWatchdog::arm(fd, route.ep.timeouts.first_byte, probe) {
-                Ok(w) => ctx.first_byte = Some(w),
-                Err(e) => log::warn!("cannot arm the first-byte timer: {e}"),
-            }
+            ctx.first_byte =
+                Some(
+                    self.deadlines
+                        .arm(fd, !reused, route.ep.timeouts.first_byte, probe),
+                );
         }
         Ok(())
     }
@@ -809,7 +815,7 @@ impl ProxyHttp for Bridge {
         _resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some(w) = &ctx.first_byte {
+        if let Some(w) = &mut ctx.first_byte {
             w.disarm();
         }
         if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
@@ -819,6 +825,10 @@ impl ProxyHttp for Bridge {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // The upstream connection may be closed already: stop its timer first.
+        if let Some(w) = &mut ctx.first_byte {
+            w.disarm();
+        }
         let first_byte_expired = ctx.first_byte.as_ref().is_some_and(|w| w.fired());
         let peer_gone = ctx.first_byte.as_ref().is_some_and(|w| w.peer_gone());
         let downstream = *e.esource() == pingora::ErrorSource::Downstream;
