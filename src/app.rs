@@ -503,5 +503,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             config.server.listen
         );
     }
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    // Pending access and audit lines are written before the process ends.
+    crate::observe::lines::flush();
+    std::process::exit(0)
 }

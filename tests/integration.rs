@@ -8,6 +8,7 @@ mod doctor;
 mod e2e;
 mod fleet;
 mod hostile;
+mod logs;
 mod mcp;
 mod monitoring;
 mod proxy;

@@ -43,8 +43,16 @@ impl AuditRecord<'_> {
     }
 
     pub fn emit(&self) {
-        if log::log_enabled!(target: TARGET, log::Level::Info) {
-            log::info!(target: TARGET, "{}", self.render());
+        match crate::observe::lines::enabled(TARGET) {
+            Some(true) => crate::observe::lines::line(TARGET, |out| {
+                let _ = serde_json::to_writer(out, self);
+            }),
+            Some(false) => {}
+            None => {
+                if log::log_enabled!(target: TARGET, log::Level::Info) {
+                    log::info!(target: TARGET, "{}", self.render());
+                }
+            }
         }
     }
 }

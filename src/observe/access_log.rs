@@ -31,10 +31,21 @@ pub struct AccessRecord<'a> {
 impl AccessRecord<'_> {
     /// Format the record as one line.
     pub fn render(&self, format: LogFormat) -> String {
+        let mut out = Vec::with_capacity(160);
+        self.render_into(format, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Format the record straight into `out`.
+    pub fn render_into(&self, format: LogFormat, out: &mut Vec<u8>) {
+        use std::io::Write;
         match format {
-            LogFormat::Json => serde_json::to_string(self).unwrap_or_default(),
+            LogFormat::Json => {
+                let _ = serde_json::to_writer(&mut *out, self);
+            }
             LogFormat::Text => {
-                let mut s = format!(
+                let _ = write!(
+                    out,
                     "{} \"{} {}\" {} {:.1}ms in={} out={} endpoint={} upstream={}",
                     self.client,
                     self.method,
@@ -46,27 +57,30 @@ impl AccessRecord<'_> {
                     self.endpoint,
                     self.upstream,
                 );
-                if let Some(r) = self.reason {
-                    s.push_str(" reason=");
-                    s.push_str(r);
+                for (key, value) in [
+                    (&b" reason="[..], self.reason),
+                    (b" sub=", self.sub),
+                    (b" client_id=", self.client_id),
+                ] {
+                    if let Some(v) = value {
+                        out.extend_from_slice(key);
+                        out.extend_from_slice(v.as_bytes());
+                    }
                 }
-                if let Some(v) = self.sub {
-                    s.push_str(" sub=");
-                    s.push_str(v);
-                }
-                if let Some(v) = self.client_id {
-                    s.push_str(" client_id=");
-                    s.push_str(v);
-                }
-                s
             }
         }
     }
 
     /// Write the record to the access log.
     pub fn emit(&self, format: LogFormat) {
-        if log::log_enabled!(target: TARGET, log::Level::Info) {
-            log::info!(target: TARGET, "{}", self.render(format));
+        match super::lines::enabled(TARGET) {
+            Some(true) => super::lines::line(TARGET, |out| self.render_into(format, out)),
+            Some(false) => {}
+            None => {
+                if log::log_enabled!(target: TARGET, log::Level::Info) {
+                    log::info!(target: TARGET, "{}", self.render(format));
+                }
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn init(format: LogFormat, default_filter: &str) {
     let max = inner.filter().max(log::LevelFilter::Error);
     if log::set_boxed_logger(Box::new(Counting { inner })).is_ok() {
         log::set_max_level(max);
+        super::lines::init(format);
     }
 }
 
@@ -77,11 +78,14 @@ impl log::Log for Counting {
                 }
             }
         }
+        // Pending access and audit lines go first: every line keeps its place in the log.
+        super::lines::flush();
         // env_logger applies its own filter here.
         self.inner.log(record);
     }
 
     fn flush(&self) {
+        super::lines::flush();
         self.inner.flush();
     }
 }

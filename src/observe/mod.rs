@@ -1,7 +1,9 @@
-//! Observability: metrics, the access log, logging setup and health.
+//! Observability: metrics, the access log (and the fast path it shares with the audit log),
+//! logging setup and health.
 
 pub mod access_log;
 pub mod health;
+pub mod lines;
 pub mod logging;
 pub mod metrics;
 

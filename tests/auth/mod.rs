@@ -162,7 +162,8 @@ async fn valid_token_reaches_upstream_without_passthrough() {
         .await
         .unwrap();
     assert_eq!(idp.introspections(), 1);
-    let log = b.stderr();
+    // Access lines are written in batches: wait for this one.
+    let log = b.wait_for_log("client_id=claude-client").await;
     assert!(
         log.contains("sub=1001") && log.contains("client_id=claude-client"),
         "{log}"
@@ -596,10 +597,8 @@ async fn random_tokens_from_many_addresses_are_capped_globally() {
         by_status.get(&429).copied().unwrap_or(0) >= 600,
         "{by_status:?}"
     );
-    assert!(
-        b.stderr().contains("127.0.2.50"),
-        "the access log sees each source address"
-    );
+    // The access log sees each source address.
+    b.wait_for_log("127.0.2.50").await;
 }
 
 #[tokio::test]

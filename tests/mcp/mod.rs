@@ -68,14 +68,29 @@ async fn run_py_client(url: String, mode: &'static str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
-/// Audit lines (the JSON after the log prefix) in the bridge's stderr.
-fn audit_lines(b: &Bridge) -> Vec<serde_json::Value> {
-    b.stderr()
-        .lines()
-        .filter(|l| l.contains("tailbridge::audit"))
-        .filter_map(|l| l.find('{').map(|i| &l[i..]))
-        .map(|j| serde_json::from_str(j).unwrap())
-        .collect()
+/// Audit lines (the JSON after the log prefix) in the bridge's stderr, once there are at
+/// least `n` (they are written in batches, shortly after the answer).
+async fn audit_lines(b: &Bridge, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let lines: Vec<serde_json::Value> = b
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("tailbridge::audit"))
+            .filter_map(|l| l.find('{').map(|i| &l[i..]))
+            .map(|j| serde_json::from_str(j).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} audit lines:\n{}",
+            lines.len(),
+            b.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -122,7 +137,7 @@ async fn ts_sdk_denied_call_filtered_list_streamed_progress_audit_and_metrics() 
         ],
     )
     .await;
-    let audit = audit_lines(&b);
+    let audit = audit_lines(&b, 2).await;
     assert_eq!(audit.len(), 2, "{audit:?}");
     let denied = audit.iter().find(|a| a["tool"] == "echo").unwrap();
     assert_eq!(denied["outcome"], "denied");
@@ -141,10 +156,8 @@ async fn ts_sdk_denied_call_filtered_list_streamed_progress_audit_and_metrics() 
     assert_eq!(ok["outcome"], "ok");
     assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
     assert!(ok["bytes_out"].as_u64().unwrap() > 0);
-    assert!(
-        b.stderr().contains("reason=tool_denied"),
-        "access log reason"
-    );
+    // The access log's reason.
+    b.wait_for_log("reason=tool_denied").await;
 }
 
 #[tokio::test]
@@ -524,7 +537,9 @@ async fn grants_per_identity_and_from_the_userinfo_claim() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let r = call("tok-dave", "search").await.unwrap();
     assert_eq!(r.status(), 503);
-    let audit = audit_lines(&b);
+    b.wait_for_log("\"alice@example.com\"").await;
+    b.wait_for_log("\"bob@example.com\"").await;
+    let audit = audit_lines(&b, 2).await;
     let alice = audit
         .iter()
         .find(|a| a["username"] == "alice@example.com")

@@ -385,8 +385,7 @@ async fn health_and_metrics() {
         .send()
         .await
         .unwrap();
-    let log = b.stderr();
-    assert!(log.contains("\"POST /mcp/a\" 200"), "{log}");
+    let log = b.wait_for_log("\"POST /mcp/a\" 200").await;
     assert!(!log.contains("secret"), "query strings must not be logged");
 }
 
