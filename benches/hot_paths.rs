@@ -61,13 +61,14 @@ fn bench_headers(c: &mut Criterion) {
         original_host: Some("mcp.example.com"),
     };
     let strip = StripRules::new(&[]);
+    let authority = http::HeaderValue::from_static("server-7.tail1234.ts.net");
     c.bench_function("rewrite_request (11 headers)", |b| {
         b.iter_batched(
             || template.clone(),
             |mut r| {
                 rewrite_request(
                     &mut r,
-                    "server-7.tail1234.ts.net",
+                    &authority,
                     &fwd,
                     UpstreamAuthorization::Strip,
                     &strip,

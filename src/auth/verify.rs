@@ -40,9 +40,44 @@ pub struct Principal {
     pub client_id: Option<String>,
     /// Tool grants from `auth.tool_grants_claim` in tsidp's `/userinfo` (empty when off).
     pub tool_grants: Vec<ClaimGrant>,
+    /// The same identity as header values for the upstream, built once per token.
+    pub headers: IdentityValues,
+}
+
+/// A principal's identity header values (`None` for a field that is absent or cannot be
+/// a header value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityValues {
+    pub sub: Option<http::HeaderValue>,
+    pub username: Option<http::HeaderValue>,
+    pub client_id: Option<http::HeaderValue>,
 }
 
 impl Principal {
+    /// A principal from what introspection said, with its header values.
+    pub fn new(
+        sub: Option<String>,
+        username: Option<String>,
+        client_id: Option<String>,
+        tool_grants: Vec<ClaimGrant>,
+    ) -> Self {
+        let value = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|v| http::HeaderValue::from_str(v).ok())
+        };
+        Principal {
+            headers: IdentityValues {
+                sub: value(&sub),
+                username: value(&username),
+                client_id: value(&client_id),
+            },
+            sub,
+            username,
+            client_id,
+            tool_grants,
+        }
+    }
+
     /// The caller as the tool policy sees it.
     pub fn caller(&self) -> Caller<'_> {
         Caller {
@@ -229,6 +264,9 @@ pub struct Verifier {
     global: GlobalLimiter,
     in_flight: Semaphore,
     metrics: Arc<Metrics>,
+    /// `tailbridge_token_cache_requests_total{result}` handles, resolved once.
+    cache_hit: prometheus::IntCounter,
+    cache_miss: prometheus::IntCounter,
     issuer: String,
     inactive_streak: AtomicU64,
     seen_active: AtomicBool,
@@ -297,6 +335,8 @@ impl Verifier {
             cache,
             http,
             secret,
+            cache_hit: metrics.token_cache.with_label_values(&["hit"]),
+            cache_miss: metrics.token_cache.with_label_values(&["miss"]),
             metrics,
             cfg,
             inactive_streak: AtomicU64::new(0),
@@ -316,11 +356,11 @@ impl Verifier {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let verdict = match self.cache.get(&key).await {
             Some(v) => {
-                self.metrics.token_cache.with_label_values(&["hit"]).inc();
+                self.cache_hit.inc();
                 v
             }
             None => {
-                self.metrics.token_cache.with_label_values(&["miss"]).inc();
+                self.cache_miss.inc();
                 self.cache
                     .try_get_with(key, self.introspect_miss(token, client))
                     .await
@@ -468,12 +508,12 @@ impl Verifier {
                 let tool_grants = self.tool_grants(token).await?;
                 drop(permit);
                 spent.give_back(self);
-                let principal = Principal {
-                    sub: claims.sub.clone(),
-                    username: claims.username.clone(),
-                    client_id: claims.client_id.clone(),
+                let principal = Principal::new(
+                    claims.sub.clone(),
+                    claims.username.clone(),
+                    claims.client_id.clone(),
                     tool_grants,
-                };
+                );
                 Ok(Verdict::Active(Arc::new(claims), Arc::new(principal)))
             }
             Ok(Ok(_)) => {

@@ -120,6 +120,17 @@ impl<'a> Scanner<'a> {
         self.b.get(self.i).map(|_| kind(&self.b[self.i..]))
     }
 
+    /// Run `f`, which consumes one value at the cursor, and also return that value's bytes.
+    pub fn spanned<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, JsonError>,
+    ) -> Result<(T, &'a [u8]), JsonError> {
+        self.ws();
+        let start = self.i;
+        let out = f(self)?;
+        Ok((out, &self.b[start..self.i]))
+    }
+
     /// Validate one value at the cursor and return its bytes.
     pub fn value(&mut self) -> Result<&'a [u8], JsonError> {
         let start = self.i;
@@ -222,10 +233,7 @@ impl<'a> Scanner<'a> {
         let mut run = start;
         loop {
             // Fast path: plain bytes up to the next quote, backslash or control character.
-            let plain = self.b[self.i..]
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-                .ok_or(JsonError::Syntax(self.b.len()))?;
+            let plain = plain_len(&self.b[self.i..]).ok_or(JsonError::Syntax(self.b.len()))?;
             self.i += plain;
             let c = self.b[self.i];
             match c {
@@ -363,11 +371,43 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The keys of one object: a short list, a hash set once it grows (so that a hostile object
-/// with thousands of keys costs linear time).
+/// The length of the run of bytes a string can hold unescaped (anything but `"`, `\\` and
+/// control characters) at the start of `b`; `None` when the run reaches the end. Eight bytes
+/// at a time: a JSON body is mostly such runs.
+fn plain_len(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `w` is zero (has its high bit set in the result) ⇒ it matched; the test can
+    // also flag a byte after a match, never one before, so the first flag is exact enough to
+    // stop and look byte by byte.
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let mut i = 0;
+    for chunk in b.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let quote = zero(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+        // Bytes below 0x20 (and only ASCII ones: `& !w` clears bytes with the high bit).
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        if quote | backslash | control != 0 {
+            break;
+        }
+        i += 8;
+    }
+    b[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| i + p)
+}
+
+/// The keys of one object: a short inline list, a hash set once it grows (so that a hostile
+/// object with thousands of keys costs linear time). No allocation for objects of up to
+/// [`KeySet::FEW`] borrowed keys.
 #[derive(Default)]
 struct KeySet<'a> {
-    few: Vec<Cow<'a, str>>,
+    few: [Option<Cow<'a, str>>; KeySet::FEW],
+    len: usize,
     many: Option<std::collections::HashSet<Cow<'a, str>>>,
 }
 
@@ -380,12 +420,17 @@ impl<'a> KeySet<'a> {
         if let Some(set) = &mut self.many {
             return set.insert(key.clone());
         }
-        if self.few.iter().any(|k| k == key) {
+        if self.few[..self.len].iter().flatten().any(|k| k == key) {
             return false;
         }
-        self.few.push(key.clone());
-        if self.few.len() > Self::FEW {
-            self.many = Some(self.few.drain(..).collect());
+        if self.len < Self::FEW {
+            self.few[self.len] = Some(key.clone());
+            self.len += 1;
+        } else {
+            let mut set: std::collections::HashSet<Cow<'a, str>> =
+                self.few.iter_mut().filter_map(Option::take).collect();
+            set.insert(key.clone());
+            self.many = Some(set);
         }
         true
     }
@@ -417,6 +462,40 @@ pub fn as_str(raw: &[u8]) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_runs_match_a_byte_by_byte_scan() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"abc".to_vec(),
+            b"abcdefgh".to_vec(),
+            b"abcdefgh\"".to_vec(),
+            "héllo wörld ✓ — 😀 and more text\"".as_bytes().to_vec(),
+            vec![0xff; 40],
+        ];
+        // Every stop byte at every offset of a 24-byte run, with high bytes around it.
+        for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+            for at in 0..24 {
+                let mut v = vec![b'x'; 24];
+                v[at] = stop;
+                cases.push(v.clone());
+                for (i, b) in v.iter_mut().enumerate() {
+                    if i != at {
+                        *b = 0x80 | (i as u8);
+                    }
+                }
+                cases.push(v);
+            }
+        }
+        // The bytes next to each stop byte in the ASCII table do not stop a run.
+        cases.push(vec![
+            0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0x9f, 0xa0, 0xdc, 0x22,
+        ]);
+        for c in &cases {
+            assert_eq!(plain_len(c), naive(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn documents_table() {

@@ -258,63 +258,65 @@ pub struct Reply<'a> {
 }
 
 /// The responses in one server message (an object, or a batch array). Requests and
-/// notifications from the server, and anything unreadable, yield nothing.
+/// notifications from the server, and anything unreadable, yield nothing. One pass over
+/// the text: validation and extraction together.
 pub fn replies(text: &[u8]) -> Vec<Reply<'_>> {
     let text = without_bom(text);
-    let Ok(doc) = Scanner::document(text) else {
-        return Vec::new();
-    };
-    match kind(doc) {
-        Kind::Object => reply(doc).into_iter().collect(),
-        Kind::Array => {
+    Scanner::walk(text, |s| match s.next_kind() {
+        Some(Kind::Object) => Ok(reply(s)?.into_iter().collect()),
+        Some(Kind::Array) => {
             let mut out = Vec::new();
-            let mut s = Scanner::new(doc);
-            let _ = s.array(|s| {
-                let v = s.value()?;
-                out.extend(reply(v));
+            s.array(|s| {
+                if s.next_kind() == Some(Kind::Object) {
+                    out.extend(reply(s)?);
+                } else {
+                    s.value()?;
+                }
                 Ok(())
-            });
-            out
+            })?;
+            Ok(out)
         }
-        _ => Vec::new(),
-    }
+        _ => s.value().map(|_| Vec::new()),
+    })
+    .unwrap_or_default()
 }
 
-fn reply(raw: &[u8]) -> Option<Reply<'_>> {
-    if kind(raw) != Kind::Object {
-        return None;
-    }
-    let members = json::members(raw).ok()?;
-    let (mut id, mut result, mut error, mut method) = (None, None, false, false);
-    for (k, v) in &members {
+/// Read one server message object at the cursor: a response, or `None`.
+fn reply<'a>(s: &mut Scanner<'a>) -> Result<Option<Reply<'a>>, JsonError> {
+    let (mut id, mut result, mut error, mut method, mut tool_error) =
+        (None, None, false, false, false);
+    s.object(|s, k| {
         match k.as_ref() {
-            "id" => id = Id::parse(v),
-            "result" => result = Some(*v),
-            "error" => error = true,
-            "method" => method = true,
-            _ => {}
+            "result" if s.next_kind() == Some(Kind::Object) => {
+                let ((), raw) = s.spanned(|s| {
+                    s.object(|s, rk| {
+                        let v = s.value()?;
+                        tool_error |= rk == "isError" && kind(v) == Kind::True;
+                        Ok(())
+                    })
+                })?;
+                result = Some(raw);
+            }
+            "result" => result = Some(s.value()?),
+            "id" => id = Id::parse(s.value()?),
+            "error" => error = s.value().map(|_| true)?,
+            "method" => method = s.value().map(|_| true)?,
+            _ => {
+                s.value()?;
+            }
         }
-    }
+        Ok(())
+    })?;
     if method {
-        return None;
+        return Ok(None);
     }
     let answer = match (result, error) {
         (_, true) => Answer::Error,
-        (Some(r), false) => {
-            let tool_error = kind(r) == Kind::Object
-                && json::members(r)
-                    .ok()?
-                    .iter()
-                    .any(|(k, v)| k == "isError" && kind(v) == Kind::True);
-            if tool_error {
-                Answer::ToolError
-            } else {
-                Answer::Result
-            }
-        }
-        (None, false) => return None,
+        (Some(_), false) if tool_error => Answer::ToolError,
+        (Some(_), false) => Answer::Result,
+        (None, false) => return Ok(None),
     };
-    Some(Reply { id, answer, result })
+    Ok(Some(Reply { id, answer, result }))
 }
 
 /// The tool names in a `tools/list` result (`result.tools[].name`).

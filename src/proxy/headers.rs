@@ -7,12 +7,14 @@
 //! `X-Forwarded-For/-Proto/-Host` are set fresh. MCP headers (`Mcp-Session-Id`,
 //! `MCP-Protocol-Version`, `Last-Event-ID`, `Accept`, `Mcp-Method`, `Mcp-Name`) are untouched.
 
+use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies also drop). Pingora
-/// strips them before `upstream_request_filter` (the peers' request policy says so); the
-/// rewrite below drops any that are still there, so the rule holds whatever the policy.
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies also drop): exactly
+/// the list pingora's upstream request policy strips before `upstream_request_filter`
+/// (`strip_hop_by_hop: true` on every peer), so the rewrite below leaves them to pingora.
+/// An integration test sends each and checks that none reaches an upstream.
 pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -51,6 +53,25 @@ pub const CLIENT_FORWARDING_PREFIXES: &[&str] = &[
     "tailscale-user-",
 ];
 
+/// [`CLIENT_FORWARDING`] and [`CLIENT_FORWARDING_PREFIXES`] as one match (compiled to
+/// length and byte comparisons); a test keeps it equal to the lists.
+fn builtin_family(name: &str) -> bool {
+    matches!(
+        name,
+        "origin"
+            | "forwarded"
+            | "x-real-ip"
+            | "remote-user"
+            | "x-remote-user"
+            | "x-user"
+            | "tailscale-app-capabilities"
+            | "tailscale-headers-info"
+    ) || name.starts_with("x-forwarded-")
+        || name.starts_with("x-auth-request-")
+        || name.starts_with("x-tailbridge-")
+        || name.starts_with("tailscale-user-")
+}
+
 /// Which client-sent header names never reach an upstream: the built-in families plus
 /// `server.strip_request_headers` (names, or `prefix*` patterns). Built once at start.
 #[derive(Debug, Clone, Default)]
@@ -62,17 +83,7 @@ pub struct StripRules {
 impl StripRules {
     /// The built-in families plus `extra` (case-insensitive; a trailing `*` makes a prefix).
     pub fn new(extra: &[String]) -> Self {
-        let mut r = StripRules {
-            exact: HOP_BY_HOP
-                .iter()
-                .chain(CLIENT_FORWARDING)
-                .map(|s| s.to_string())
-                .collect(),
-            prefixes: CLIENT_FORWARDING_PREFIXES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
+        let mut r = StripRules::default();
         for e in extra {
             let e = e.trim().to_ascii_lowercase();
             match e.strip_suffix('*') {
@@ -85,7 +96,8 @@ impl StripRules {
 
     /// Whether a (lower-case) header name is stripped.
     pub fn matches(&self, name: &str) -> bool {
-        self.exact.iter().any(|e| e == name)
+        builtin_family(name)
+            || self.exact.iter().any(|e| e == name)
             || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
     }
 }
@@ -107,8 +119,26 @@ pub enum UpstreamAuthorization<'a> {
     PassThrough,
     /// Remove it (no token passthrough, MCP authorization spec).
     Strip,
-    /// Replace it with `Bearer <token>`.
-    Bearer(&'a str),
+    /// Replace it with this value (`Bearer <token>`, see [`bearer_value`]).
+    Bearer(&'a http::HeaderValue),
+}
+
+/// The `Authorization` value for an upstream token, built once per endpoint.
+pub fn bearer_value(token: &str) -> Result<http::HeaderValue, HeaderError> {
+    let mut v = http::HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| HeaderError("authorization"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// An IP address as a header value, formatted on the stack.
+fn ip_value(ip: IpAddr) -> Result<http::HeaderValue, HeaderError> {
+    use std::io::Write;
+    let mut buf = [0u8; 45];
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").map_err(|_| HeaderError("x-forwarded-for"))?;
+    let len = 45 - w.len();
+    http::HeaderValue::from_bytes(&buf[..len]).map_err(|_| HeaderError("x-forwarded-for"))
 }
 
 /// Why a header rewrite failed: a value that cannot go into a header.
@@ -126,30 +156,33 @@ fn nominated(connection: &[&[u8]], name: &str) -> bool {
     })
 }
 
-/// Rewrite `req` in place for the upstream. `connection` holds the values of the client's
-/// `Connection` headers (RFC 9110 §7.6.1: the names it lists are hop-by-hop too).
+/// Rewrite `req` in place for the upstream (after pingora removed the hop-by-hop headers).
+/// `connection` holds the values of the client's `Connection` headers (RFC 9110 §7.6.1:
+/// the names it lists are hop-by-hop too). `upstream_authority` is the endpoint's `Host`,
+/// built once.
 pub fn rewrite_request(
     req: &mut RequestHeader,
-    upstream_authority: &str,
+    upstream_authority: &http::HeaderValue,
     fwd: &Forwarding<'_>,
     authorization: UpstreamAuthorization<'_>,
     strip: &StripRules,
     connection: &[&[u8]],
 ) -> Result<(), HeaderError> {
     // One pass over the names; a removal list only when something matches.
-    let doomed: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|n| strip.matches(n.as_str()) || nominated(connection, n.as_str()))
-        .cloned()
-        .collect();
+    let mut doomed: Vec<http::HeaderName> = Vec::new();
+    for name in req.headers.keys() {
+        let n = name.as_str();
+        if strip.matches(n) || (!connection.is_empty() && nominated(connection, n)) {
+            doomed.push(name.clone());
+        }
+    }
     for name in &doomed {
         req.remove_header(name);
     }
-    req.insert_header(http::header::HOST, upstream_authority)
+    req.insert_header(http::header::HOST, upstream_authority.clone())
         .map_err(|_| HeaderError("host"))?;
     if let Some(ip) = fwd.client_ip {
-        req.insert_header("x-forwarded-for", ip.to_string())
+        req.insert_header("x-forwarded-for", ip_value(ip)?)
             .map_err(|_| HeaderError("x-forwarded-for"))?;
     }
     req.insert_header("x-forwarded-proto", fwd.proto)
@@ -163,8 +196,8 @@ pub fn rewrite_request(
         UpstreamAuthorization::Strip => {
             req.remove_header(&http::header::AUTHORIZATION);
         }
-        UpstreamAuthorization::Bearer(token) => {
-            req.insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        UpstreamAuthorization::Bearer(value) => {
+            req.insert_header(http::header::AUTHORIZATION, value.clone())
                 .map_err(|_| HeaderError("authorization"))?;
         }
     }
@@ -184,21 +217,36 @@ pub fn is_event_stream(resp: &ResponseHeader) -> bool {
 }
 
 /// Apply the response headers the Caddy block used to add: no `Server`, `nosniff`, HSTS when
-/// TLS is on. Event streams also get `X-Accel-Buffering: no` so that a buffering proxy in
-/// front does not hold events back.
-pub fn secure_response(resp: &mut ResponseHeader, hsts: Option<&str>) -> Result<(), HeaderError> {
-    resp.remove_header(&http::header::SERVER);
-    for name in ["connection", "keep-alive", "proxy-connection"] {
-        resp.remove_header(name);
+/// TLS is on. Event streams (`event_stream`: [`is_event_stream`], which the caller needs
+/// too) also get `X-Accel-Buffering: no` so that a buffering proxy in front does not hold
+/// events back. `hsts` is the header value, built once.
+pub fn secure_response(
+    resp: &mut ResponseHeader,
+    hsts: Option<&http::HeaderValue>,
+    event_stream: bool,
+) -> Result<(), HeaderError> {
+    // Only touch what is there: most upstream answers carry none of these.
+    for name in [
+        http::header::SERVER,
+        http::header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        if resp.headers.contains_key(&name) {
+            resp.remove_header(&name);
+        }
     }
-    resp.insert_header("x-content-type-options", "nosniff")
-        .map_err(|_| HeaderError("x-content-type-options"))?;
+    resp.insert_header(
+        "x-content-type-options",
+        http::HeaderValue::from_static("nosniff"),
+    )
+    .map_err(|_| HeaderError("x-content-type-options"))?;
     if let Some(v) = hsts {
-        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v)
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())
             .map_err(|_| HeaderError("strict-transport-security"))?;
     }
-    if is_event_stream(resp) {
-        resp.insert_header("x-accel-buffering", "no")
+    if event_stream {
+        resp.insert_header("x-accel-buffering", http::HeaderValue::from_static("no"))
             .map_err(|_| HeaderError("x-accel-buffering"))?;
     }
     Ok(())
@@ -255,7 +303,7 @@ mod tests {
         let connection: &[&[u8]] = &[b"keep-alive, X-Secret-Hop"];
         rewrite_request(
             &mut r,
-            "up.tail.ts.net:8443",
+            &http::HeaderValue::from_static("up.tail.ts.net:8443"),
             &fwd,
             UpstreamAuthorization::Strip,
             &StripRules::new(&[]),
@@ -263,18 +311,20 @@ mod tests {
         )
         .unwrap();
         for gone in [
-            "connection",
             "x-secret-hop",
-            "keep-alive",
-            "te",
-            "upgrade",
-            "proxy-authorization",
             "origin",
             "forwarded",
             "x-real-ip",
             "authorization",
         ] {
             assert!(get(&r, gone).is_empty(), "{gone} should be stripped");
+        }
+        // The standard hop-by-hop headers are pingora's to strip (before this rewrite runs;
+        // tests/proxy checks that none reaches an upstream): left alone here, unless the
+        // client's Connection header named them (keep-alive above).
+        for left in ["connection", "te", "upgrade", "proxy-authorization"] {
+            assert!(HOP_BY_HOP.contains(&left));
+            assert!(!get(&r, left).is_empty(), "{left}");
         }
         assert_eq!(get(&r, "host"), ["up.tail.ts.net:8443"]);
         assert_eq!(get(&r, "x-forwarded-for"), ["203.0.113.9"]);
@@ -295,10 +345,11 @@ mod tests {
             original_host: None,
         };
         let rules = StripRules::new(&[]);
+        let h = http::HeaderValue::from_static("h");
         let mut r = req(&[("Authorization", "Bearer c")]);
         rewrite_request(
             &mut r,
-            "h",
+            &h,
             &fwd,
             UpstreamAuthorization::PassThrough,
             &rules,
@@ -306,26 +357,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(get(&r, "authorization"), ["Bearer c"]);
+        let up = bearer_value("up").unwrap();
+        assert!(up.is_sensitive());
         rewrite_request(
             &mut r,
-            "h",
+            &h,
             &fwd,
-            UpstreamAuthorization::Bearer("up"),
+            UpstreamAuthorization::Bearer(&up),
             &rules,
             &[],
         )
         .unwrap();
         assert_eq!(get(&r, "authorization"), ["Bearer up"]);
         assert!(get(&r, "x-forwarded-for").is_empty());
-        assert!(rewrite_request(
-            &mut r,
-            "h",
-            &fwd,
-            UpstreamAuthorization::Bearer("a\nb"),
-            &rules,
-            &[]
-        )
-        .is_err());
+        assert!(bearer_value("a\nb").is_err());
     }
 
     #[test]
@@ -356,7 +401,8 @@ mod tests {
             proto: "https",
             original_host: None,
         };
-        rewrite_request(&mut r, "h", &fwd, UpstreamAuthorization::Strip, &rules, &[]).unwrap();
+        let h = http::HeaderValue::from_static("h");
+        rewrite_request(&mut r, &h, &fwd, UpstreamAuthorization::Strip, &rules, &[]).unwrap();
         for (name, _) in spoofed {
             assert!(get(&r, name).is_empty(), "{name} reached the upstream");
         }
@@ -378,7 +424,7 @@ mod tests {
         let conn: &[&[u8]] = &[b"close, X-Forwarded-For, Host"];
         rewrite_request(
             &mut r,
-            "up:80",
+            &http::HeaderValue::from_static("up:80"),
             &fwd,
             UpstreamAuthorization::Strip,
             &StripRules::new(&[]),
@@ -390,12 +436,58 @@ mod tests {
     }
 
     #[test]
+    fn the_family_match_is_the_lists() {
+        for name in CLIENT_FORWARDING {
+            assert!(builtin_family(name), "{name}");
+        }
+        for prefix in CLIENT_FORWARDING_PREFIXES {
+            assert!(builtin_family(&format!("{prefix}anything")), "{prefix}");
+            assert!(!builtin_family(prefix.trim_end_matches('-')), "{prefix}");
+        }
+        for kept in [
+            "host",
+            "accept",
+            "authorization",
+            "mcp-session-id",
+            "x-forward",
+            "originx",
+            "x-users",
+            "tailscale-user",
+        ] {
+            assert!(!builtin_family(kept), "{kept}");
+        }
+    }
+
+    #[test]
+    fn client_addresses_format_as_header_values() {
+        for ip in [
+            "127.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let v = ip_value(ip.parse().unwrap()).unwrap();
+            assert_eq!(
+                v.to_str().unwrap(),
+                ip.parse::<IpAddr>().unwrap().to_string()
+            );
+        }
+    }
+
+    #[test]
     fn response_headers() {
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Server", "uvicorn").unwrap();
         resp.insert_header("Content-Type", "text/event-stream; charset=utf-8")
             .unwrap();
-        secure_response(&mut resp, Some("max-age=1")).unwrap();
+        assert!(is_event_stream(&resp));
+        secure_response(
+            &mut resp,
+            Some(&http::HeaderValue::from_static("max-age=1")),
+            true,
+        )
+        .unwrap();
         assert!(resp.headers.get("server").is_none());
         assert_eq!(resp.headers["x-content-type-options"], "nosniff");
         assert_eq!(resp.headers["strict-transport-security"], "max-age=1");
@@ -405,7 +497,7 @@ mod tests {
         plain
             .insert_header("Content-Type", "application/json")
             .unwrap();
-        secure_response(&mut plain, None).unwrap();
+        secure_response(&mut plain, None, false).unwrap();
         assert!(plain.headers.get("strict-transport-security").is_none());
         assert!(plain.headers.get("x-accel-buffering").is_none());
         assert!(!is_event_stream(&plain));

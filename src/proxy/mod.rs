@@ -22,7 +22,6 @@ pub mod respond;
 pub mod router;
 
 use crate::auth::AuthRuntime;
-use crate::config::secrets::Secret;
 use crate::config::{Config, Endpoint, TlsMode};
 use crate::observe::access_log::AccessRecord;
 use crate::observe::health::Health;
@@ -50,7 +49,11 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 struct Route {
     ep: Endpoint,
     peer: HttpPeer,
-    upstream_token: Option<Secret>,
+    /// Built once: the upstream's `Host`, the `Authorization` an upstream token makes, and
+    /// the endpoint's public URL (the audience tokens are checked against).
+    authority: http::HeaderValue,
+    bearer: Option<http::HeaderValue>,
+    public_url: String,
     /// The MCP layer of this endpoint: tool policy and tool-name labels.
     tools: crate::mcp::EndpointTools,
     /// Dials the upstream; also the liveness probe.
@@ -116,11 +119,16 @@ pub struct Bridge {
     max_header_bytes: u64,
     max_headers: usize,
     hsts: Option<String>,
+    /// `hsts` as a header value, built once.
+    hsts_value: Option<http::HeaderValue>,
     proto: &'static str,
     auth: Option<Arc<AuthRuntime>>,
     /// Pooled peer for tsidp (`/token`), when auth is on.
     idp_peer: Option<HttpPeer>,
     idp_authority: String,
+    idp_authority_value: http::HeaderValue,
+    /// Built once: the configured identity header names.
+    identity_names: IdentityNames,
     /// Client-sent header names that never reach an upstream (forwarding and identity
     /// families, configured identity headers, `server.strip_request_headers`).
     strip: headers::StripRules,
@@ -142,6 +150,12 @@ pub struct Bridge {
 pub enum BuildError {
     #[error("cannot start the first-byte timer thread: {0}")]
     Timers(#[source] std::io::Error),
+    #[error("endpoints[{index}].upstream_token: not usable in an Authorization header")]
+    UpstreamTokenValue { index: usize },
+    #[error("endpoints[{index}].target: the host is not usable in a Host header")]
+    Authority { index: usize },
+    #[error("auth.issuer: the host is not usable in a Host header")]
+    IdpAuthority,
     #[error("endpoints[{index}].upstream_token: {source}")]
     UpstreamToken {
         index: usize,
@@ -170,7 +184,21 @@ impl Bridge {
             };
             metrics.init_endpoint(&ep.name);
             let (peer, dialer) = peer_for(ep, index, connector.clone(), metrics.clone());
+            let bearer = match &upstream_token {
+                Some(t) => Some(
+                    headers::bearer_value(t.expose())
+                        .map_err(|_| BuildError::UpstreamTokenValue { index })?,
+                ),
+                None => None,
+            };
             routes.push(Route {
+                authority: http::HeaderValue::from_str(&ep.authority)
+                    .map_err(|_| BuildError::Authority { index })?,
+                bearer,
+                public_url: match &auth {
+                    Some(a) => format!("{}{}", a.cfg.public_origin, ep.path),
+                    None => String::new(),
+                },
                 peer,
                 dialer,
                 allowed_clients: ep
@@ -180,7 +208,6 @@ impl Bridge {
                 liveness: Liveness::default(),
                 tools: crate::mcp::EndpointTools::new(ep.tools.clone()),
                 ep: ep.clone(),
-                upstream_token,
             });
         }
         let tls_on = config.tls.mode != TlsMode::Off;
@@ -251,6 +278,7 @@ impl Bridge {
                     .cloned(),
             );
         }
+        let identity_names = IdentityNames::new(auth.as_deref());
         Ok(Bridge {
             router: Router::new(
                 config
@@ -263,6 +291,15 @@ impl Bridge {
             max_request_body: config.limits.max_request_body,
             max_header_bytes: config.limits.max_header_bytes,
             max_headers: config.limits.max_headers,
+            hsts_value: if tls_on {
+                config
+                    .tls
+                    .hsts
+                    .as_deref()
+                    .and_then(|h| http::HeaderValue::from_str(h).ok())
+            } else {
+                None
+            },
             hsts: if tls_on {
                 config.tls.hsts.clone()
             } else {
@@ -271,7 +308,10 @@ impl Bridge {
             proto: if tls_on { "https" } else { "http" },
             auth,
             idp_peer,
+            idp_authority_value: http::HeaderValue::from_str(&idp_authority)
+                .map_err(|_| BuildError::IdpAuthority)?,
             idp_authority,
+            identity_names,
             strip: headers::StripRules::new(&strip_extra),
             allowed_clients: config.server.allowed_client_cidrs.clone(),
             draining: Arc::default(),
@@ -425,7 +465,7 @@ impl Bridge {
         };
         headers::rewrite_request(
             upstream,
-            &self.idp_authority,
+            &self.idp_authority_value,
             &fwd,
             UpstreamAuthorization::PassThrough,
             &self.strip,
@@ -486,6 +526,30 @@ fn peer_for(
     });
     peer.options.custom_l4 = Some(dialer.clone());
     (peer, dialer)
+}
+
+/// The configured identity header names (`auth.identity_headers`), as pingora takes them
+/// without a copy.
+#[derive(Debug, Default)]
+struct IdentityNames {
+    subject: Option<Bytes>,
+    username: Option<Bytes>,
+    client_id: Option<Bytes>,
+}
+
+impl IdentityNames {
+    fn new(auth: Option<&AuthRuntime>) -> Self {
+        let Some(a) = auth else {
+            return IdentityNames::default();
+        };
+        let h = &a.cfg.identity_headers;
+        let name = |n: &Option<String>| n.as_ref().map(|n| Bytes::from(n.clone().into_bytes()));
+        IdentityNames {
+            subject: name(&h.subject),
+            username: name(&h.username),
+            client_id: name(&h.client_id),
+        }
+    }
 }
 
 /// The client's address (the TCP peer), when it has one.
@@ -666,42 +730,38 @@ impl ProxyHttp for Bridge {
         if let Some(p) = ctx.upstream_path.as_deref() {
             upstream.set_raw_path(p.as_bytes())?;
         }
-        let original_host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let fwd = Forwarding {
             client_ip: client_ip(session),
             proto: self.proto,
-            original_host: original_host.as_deref(),
+            original_host: session
+                .req_header()
+                .headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok()),
         };
-        let authorization = match (&route.upstream_token, self.auth.is_some()) {
-            (Some(t), _) => UpstreamAuthorization::Bearer(t.expose()),
+        let authorization = match (&route.bearer, self.auth.is_some()) {
+            (Some(v), _) => UpstreamAuthorization::Bearer(v),
             (None, true) => UpstreamAuthorization::Strip,
             (None, false) => UpstreamAuthorization::PassThrough,
         };
         headers::rewrite_request(
             upstream,
-            &route.ep.authority,
+            &route.authority,
             &fwd,
             authorization,
             &self.strip,
             &connection,
         )
         .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
-        if let (Some(p), Some(a)) = (&ctx.principal, &self.auth) {
-            let h = &a.cfg.identity_headers;
+        if let Some(p) = &ctx.principal {
+            let n = &self.identity_names;
             for (name, value) in [
-                (&h.subject, &p.sub),
-                (&h.username, &p.username),
-                (&h.client_id, &p.client_id),
+                (&n.subject, &p.headers.sub),
+                (&n.username, &p.headers.username),
+                (&n.client_id, &p.headers.client_id),
             ] {
                 if let (Some(n), Some(v)) = (name, value) {
-                    if let Ok(v) = http::HeaderValue::from_str(v) {
-                        upstream.insert_header(n.clone(), v)?;
-                    }
+                    upstream.insert_header(n.clone(), v.clone())?;
                 }
             }
         }
@@ -753,9 +813,10 @@ impl ProxyHttp for Bridge {
         if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             session.set_keepalive(None);
         }
-        headers::secure_response(resp, self.hsts())
+        let event_stream = headers::is_event_stream(resp);
+        headers::secure_response(resp, self.hsts_value.as_ref(), event_stream)
             .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
-        if headers::is_event_stream(resp) && !ctx.stream_open {
+        if event_stream && !ctx.stream_open {
             ctx.stream_open = true;
             self.metrics
                 .active_streams

@@ -333,9 +333,8 @@ impl Bridge {
                 }
                 bearer::Presented::Malformed => Err(AuthError::Malformed),
                 bearer::Presented::Token(t) => {
-                    let endpoint_url = format!("{}{}", auth.cfg.public_origin, route.ep.path);
                     auth.verifier
-                        .verify(t, client_ip(session), &endpoint_url)
+                        .verify(t, client_ip(session), &route.public_url)
                         .await
                 }
             }

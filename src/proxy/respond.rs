@@ -132,7 +132,9 @@ pub async fn send(
     for (k, v) in extra {
         resp.insert_header(k.to_string(), *v)?;
     }
-    secure_response(&mut resp, hsts)
+    let hsts = hsts.and_then(|h| http::HeaderValue::from_str(h).ok());
+    let stream = super::headers::is_event_stream(&resp);
+    secure_response(&mut resp, hsts.as_ref(), stream)
         .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e.to_string()))?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session

@@ -253,7 +253,7 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
         idp_stats["userinfo"], 0,
         "userinfo is only asked with tool_grants_claim"
     );
-    assert!(b.stderr().contains("sub=1001"), "{}", b.stderr());
+    b.wait_for_log("sub=1001").await;
     wait_for_metrics(
         b,
         &["tailbridge_introspections_total{outcome=\"active\"} 2"],
