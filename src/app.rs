@@ -6,6 +6,8 @@ use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::proxy::Bridge;
 use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -282,6 +284,14 @@ impl BackgroundService for CertWatch {
     }
 }
 
+/// Client connections on `server.listen` read straight from the socket: pingora's HTTP/1
+/// reader and rustls read in large chunks into buffers of their own, so the default 64 KiB
+/// read buffer below them only held memory (about 8 KiB resident per open connection, most
+/// of them long-lived event streams). Writes keep pingora's small coalescing buffer.
+fn downstream_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
+}
+
 fn server_conf(config: &Config) -> ServerConf {
     let s = &config.server;
     ServerConf {
@@ -354,7 +364,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let challenges = Arc::new(crate::tls::challenge::Challenges::default());
     let served = match &config.tls.mode {
         TlsMode::Off => {
-            proxy.add_tcp(&listen);
+            proxy.add_listener(ListenerConfig::tcp(&listen).l4_buffer(downstream_buffers()));
             None
         }
         TlsMode::Files {
@@ -409,7 +419,11 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         if let Some(hook) = pre_tls {
             proxy.endpoints().set_pre_tls_callback(hook);
         }
-        proxy.add_tls_with_settings(&listen, None, tls);
+        proxy.add_listener(
+            ListenerConfig::tcp(&listen)
+                .tls(tls)
+                .l4_buffer(downstream_buffers()),
+        );
         health.watch_certificate(served.clone());
     }
     if let Some(addr) = config.tls.http_listen {

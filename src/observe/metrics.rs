@@ -5,9 +5,10 @@
 //! user ids or raw paths.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::OnceLock;
 
 /// Request-duration buckets: from sub-millisecond JSON answers to multi-minute tool calls.
 const DURATION_BUCKETS: &[f64] = &[
@@ -412,28 +413,112 @@ impl Metrics {
     }
 }
 
+/// The `status_class` label values.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn status_class_index(status: u16) -> usize {
+    match status {
+        100..=599 => (status / 100 - 1) as usize,
+        _ => 5,
+    }
+}
+
 /// `1xx` … `5xx`, or `none` when no response was sent.
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+    STATUS_CLASSES[status_class_index(status)]
+}
+
+/// The `method` label values.
+const METHODS: [&str; 7] = ["GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "other"];
+
+fn method_index(method: &http::Method) -> usize {
+    match *method {
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::DELETE => 2,
+        http::Method::OPTIONS => 3,
+        http::Method::HEAD => 4,
+        http::Method::PUT => 5,
+        _ => 6,
     }
 }
 
 /// Method label from a bounded set.
 pub fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::HEAD => "HEAD",
-        http::Method::PUT => "PUT",
-        _ => "other",
+    METHODS[method_index(method)]
+}
+
+/// The per-request series of one `endpoint` label, each resolved from its vector the first
+/// time it is used and then kept: a request costs no label hashing. A series appears in the
+/// output when first used, as with `with_label_values`.
+pub struct EndpointSeries {
+    label: String,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    active_streams: IntGaugeVec,
+    by_outcome: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len()],
+    seconds: [OnceLock<Histogram>; METHODS.len()],
+    bytes_in: OnceLock<IntCounter>,
+    bytes_out: OnceLock<IntCounter>,
+    streams: OnceLock<IntGauge>,
+}
+
+impl EndpointSeries {
+    /// The series of requests `method` answered with `status`.
+    pub fn request(&self, method: &http::Method, status: u16) -> &IntCounter {
+        let (m, c) = (method_index(method), status_class_index(status));
+        self.by_outcome[m][c].get_or_init(|| {
+            self.requests
+                .with_label_values(&[&self.label, METHODS[m], STATUS_CLASSES[c]])
+        })
+    }
+
+    pub fn seconds(&self, method: &http::Method) -> &Histogram {
+        let m = method_index(method);
+        self.seconds[m].get_or_init(|| {
+            self.request_seconds
+                .with_label_values(&[&self.label, METHODS[m]])
+        })
+    }
+
+    pub fn bytes_in(&self) -> &IntCounter {
+        self.bytes_in
+            .get_or_init(|| self.request_bytes.with_label_values(&[&self.label]))
+    }
+
+    pub fn bytes_out(&self) -> &IntCounter {
+        self.bytes_out
+            .get_or_init(|| self.response_bytes.with_label_values(&[&self.label]))
+    }
+
+    pub fn streams(&self) -> &IntGauge {
+        self.streams
+            .get_or_init(|| self.active_streams.with_label_values(&[&self.label]))
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+impl Metrics {
+    /// The per-request series for `endpoint` (an endpoint name, or a route label).
+    pub fn endpoint_series(&self, endpoint: &str) -> EndpointSeries {
+        EndpointSeries {
+            label: endpoint.to_string(),
+            requests: self.requests.clone(),
+            request_seconds: self.request_seconds.clone(),
+            request_bytes: self.request_bytes.clone(),
+            response_bytes: self.response_bytes.clone(),
+            active_streams: self.active_streams.clone(),
+            by_outcome: Default::default(),
+            seconds: Default::default(),
+            bytes_in: OnceLock::new(),
+            bytes_out: OnceLock::new(),
+            streams: OnceLock::new(),
+        }
     }
 }
 
@@ -451,5 +536,55 @@ mod tests {
         assert_eq!(status_class(204), "2xx");
         assert_eq!(status_class(0), "none");
         assert_eq!(method_label(&http::Method::PATCH), "other");
+    }
+
+    #[test]
+    fn status_classes_table() {
+        for (status, class) in [
+            (0, "none"),
+            (99, "none"),
+            (100, "1xx"),
+            (199, "1xx"),
+            (200, "2xx"),
+            (308, "3xx"),
+            (404, "4xx"),
+            (499, "4xx"),
+            (500, "5xx"),
+            (599, "5xx"),
+            (600, "none"),
+            (u16::MAX, "none"),
+        ] {
+            assert_eq!(status_class(status), class, "{status}");
+        }
+    }
+
+    #[test]
+    fn endpoint_series_are_the_labelled_series() {
+        let m = Metrics::new().unwrap();
+        let s = m.endpoint_series("notes");
+        s.request(&http::Method::POST, 201).inc();
+        s.request(&http::Method::POST, 204).inc();
+        s.request(&http::Method::PATCH, 502).inc();
+        s.seconds(&http::Method::GET).observe(0.5);
+        s.bytes_in().inc_by(7);
+        s.streams().inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            r#"tailbridge_requests_total{endpoint="notes",method="POST",status_class="2xx"} 2"#,
+            r#"tailbridge_requests_total{endpoint="notes",method="other",status_class="5xx"} 1"#,
+            r#"tailbridge_request_duration_seconds_count{endpoint="notes",method="GET"} 1"#,
+            r#"tailbridge_request_body_bytes_total{endpoint="notes"} 7"#,
+            r#"tailbridge_active_streams{endpoint="notes"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        // Only used series exist.
+        assert!(!text.contains(r#"method="DELETE""#), "{text}");
+        assert_eq!(
+            m.requests
+                .with_label_values(&["notes", "POST", "2xx"])
+                .get(),
+            2
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::auth::AuthRuntime;
 use crate::config::{Config, Endpoint, TlsMode};
 use crate::observe::access_log::AccessRecord;
 use crate::observe::health::Health;
-use crate::observe::metrics::{method_label, status_class, Metrics, NO_ENDPOINT};
+use crate::observe::metrics::{status_class, EndpointSeries, Metrics, NO_ENDPOINT};
 use crate::tailnet::{Connector, EndpointDialer};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -143,7 +143,18 @@ pub struct Bridge {
     metrics: Arc<Metrics>,
     /// First-byte timers of requests waiting for an upstream's response head.
     deadlines: first_byte::Deadlines,
+    /// Per-request metric series: one per endpoint, then one per [`ROUTE_LABELS`].
+    series: Vec<EndpointSeries>,
 }
+
+/// The `endpoint` labels of requests no endpoint answers: the OAuth routes, then `-`.
+const ROUTE_LABELS: [&str; 5] = [
+    "_well_known",
+    "_authorize",
+    "_token",
+    "_register",
+    NO_ENDPOINT,
+];
 
 /// Why the proxy could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +290,13 @@ impl Bridge {
             );
         }
         let identity_names = IdentityNames::new(auth.as_deref());
+        let series = config
+            .endpoints
+            .iter()
+            .map(|e| e.name.as_str())
+            .chain(ROUTE_LABELS)
+            .map(|l| metrics.endpoint_series(l))
+            .collect();
         Ok(Bridge {
             router: Router::new(
                 config
@@ -321,6 +339,7 @@ impl Bridge {
             health,
             metrics,
             deadlines: first_byte::Deadlines::start().map_err(BuildError::Timers)?,
+            series,
         })
     }
 
@@ -417,12 +436,15 @@ impl Bridge {
         Ok(())
     }
 
-    fn endpoint_label<'a>(&'a self, ctx: &Ctx) -> &'a str {
-        match (ctx.endpoint, ctx.label) {
-            (Some(i), _) => self.routes[i].ep.name.as_str(),
-            (None, Some(l)) => l,
-            (None, None) => NO_ENDPOINT,
-        }
+    /// The metric series of the request's `endpoint` label.
+    fn series(&self, ctx: &Ctx) -> &EndpointSeries {
+        let n = self.routes.len();
+        let i = match (ctx.endpoint, ctx.label) {
+            (Some(i), _) => i,
+            (None, Some(l)) => n + ROUTE_LABELS.iter().position(|r| *r == l).unwrap_or(4),
+            (None, None) => n + 4,
+        };
+        &self.series[i]
     }
 
     async fn refuse(
@@ -818,10 +840,7 @@ impl ProxyHttp for Bridge {
             .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
         if event_stream && !ctx.stream_open {
             ctx.stream_open = true;
-            self.metrics
-                .active_streams
-                .with_label_values(&[self.endpoint_label(ctx)])
-                .inc();
+            self.series(ctx).streams().inc();
         }
         self.mcp_response(session, resp, ctx)
     }
@@ -951,40 +970,25 @@ impl ProxyHttp for Bridge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         ctx.first_byte = None;
         self.metrics.active_requests.dec();
-        let endpoint = self.endpoint_label(ctx);
+        let series = self.series(ctx);
+        let endpoint = series.label();
         if ctx.stream_open {
-            self.metrics
-                .active_streams
-                .with_label_values(&[endpoint])
-                .dec();
+            series.streams().dec();
         }
         let req = session.req_header();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
-        let method = method_label(&req.method);
         let elapsed = ctx.started.elapsed();
         let client_gone = e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
         self.mcp_account(session, ctx, status, client_gone);
         if ctx.builtin.is_none() {
-            self.metrics
-                .requests
-                .with_label_values(&[endpoint, method, status_class(status)])
-                .inc();
-            self.metrics
-                .request_seconds
-                .with_label_values(&[endpoint, method])
-                .observe(elapsed.as_secs_f64());
+            series.request(&req.method, status).inc();
+            series.seconds(&req.method).observe(elapsed.as_secs_f64());
             if ctx.endpoint.is_some() {
-                self.metrics
-                    .request_bytes
-                    .with_label_values(&[endpoint])
-                    .inc_by(ctx.bytes_in);
-                self.metrics
-                    .response_bytes
-                    .with_label_values(&[endpoint])
-                    .inc_by(ctx.bytes_out);
+                series.bytes_in().inc_by(ctx.bytes_in);
+                series.bytes_out().inc_by(ctx.bytes_out);
             }
         }
         if ctx.idp_path.is_some() {
