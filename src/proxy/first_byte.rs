@@ -1,12 +1,17 @@
-//! The first-byte deadline: how long an upstream may take to start answering a request.
+//! Upstream read deadlines: how long an upstream may take to start answering a request
+//! (`timeouts.first_byte`), then how long it may stay silent between two reads of the
+//! response body (`timeouts.idle`, the gap between SSE events).
 //!
-//! Pingora has one upstream read timeout for a whole exchange; tailbridge uses it for the
-//! idle gap between reads (SSE events) and enforces the (usually shorter) wait for the
-//! response head here. When a request has been handed to an upstream connection it is
-//! entered in one timer queue for the whole process, served by one thread; when the response
-//! head arrives the entry is removed. If an entry's deadline passes first, the thread shuts
-//! the socket down, which fails the pending read, and the request is answered with 504.
-//! Arming costs a lock and a map insert: no task, no descriptor duplicate, no syscall.
+//! When a request has been handed to an upstream connection it is entered in one timer
+//! queue for the whole process, served by one thread. The response head moves the entry to
+//! the idle deadline, each body chunk moves it on (at most every 1/64 of the idle timeout,
+//! so a stream's deadline may fire up to that much early), and the end of the response
+//! removes it. If an entry's deadline passes, the thread shuts the socket down, which fails
+//! the pending read: before the head that is a 504, after it the response ends there.
+//! Arming costs a lock and a map insert: no task, no descriptor duplicate, no syscall, and
+//! no tokio timer (pingora's own read timeout would register one per read for timeouts
+//! above 15 minutes, waking the runtime's driver each time). The thread wakes at least once
+//! a second, so arming a deadline later than that needs no wake-up either.
 //!
 //! The socket is named by its descriptor number. Pingora may close a connection (an error,
 //! a client gone) shortly before the request disarms its entry, and the number may then be
@@ -44,11 +49,16 @@ struct Shared {
     wake: Condvar,
 }
 
+/// The longest the thread sleeps: deadlines later than its next wake need no notification.
+const TICK: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 struct State {
     /// Armed requests by deadline; the `u64` makes keys unique.
     queue: BTreeMap<(Instant, u64), Entry>,
     next: u64,
+    /// When the thread wakes next (`None`: it is not asleep).
+    wake_at: Option<Instant>,
     /// The cookie of the socket behind each upstream descriptor, recorded when the
     /// connection was new.
     cookies: HashMap<RawFd, u64>,
@@ -79,6 +89,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Enter `entry` under a fresh key for `at`; wake the thread if it would sleep past it.
+    fn insert(&self, st: &mut State, at: Instant, entry: Entry) -> (Instant, u64) {
+        let key = (at, st.next);
+        st.next += 1;
+        st.queue.insert(key, entry);
+        if st.wake_at.is_some_and(|w| at < w) {
+            self.wake.notify_one();
+        }
+        key
+    }
+
     /// The timer thread: fire every entry whose deadline passed, sleep until the next.
     fn run(&self) {
         let mut st = self.lock();
@@ -90,15 +111,18 @@ impl Shared {
                 }
                 entry.remove().end(EXPIRED);
             }
-            st = match st.queue.keys().next().map(|k| k.0) {
-                Some(at) => {
-                    self.wake
-                        .wait_timeout(st, at.saturating_duration_since(now))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
-            };
+            let at = st
+                .queue
+                .keys()
+                .next()
+                .map_or(now + TICK, |k| k.0.min(now + TICK));
+            st.wake_at = Some(at);
+            st = self
+                .wake
+                .wait_timeout(st, at.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            st.wake_at = None;
         }
     }
 }
@@ -137,21 +161,13 @@ impl Deadlines {
                 c
             }
         };
-        let key = (at, st.next);
-        st.next += 1;
-        let first = st.queue.keys().next().is_none_or(|k| *k > key);
-        st.queue.insert(
-            key,
-            Entry {
-                fd,
-                cookie,
-                outcome: outcome.clone(),
-            },
-        );
+        let entry = Entry {
+            fd,
+            cookie,
+            outcome: outcome.clone(),
+        };
+        let key = self.shared.insert(&mut st, at, entry);
         drop(st);
-        if first {
-            self.shared.wake.notify_one();
-        }
         if let Some(probe) = probe {
             let shared = self.shared.clone();
             tokio::spawn(async move {
@@ -169,6 +185,7 @@ impl Deadlines {
             key,
             outcome,
             armed: true,
+            idle: None,
         }
     }
 }
@@ -180,9 +197,43 @@ pub struct Armed {
     key: (Instant, u64),
     outcome: Arc<AtomicU8>,
     armed: bool,
+    /// Once the head arrived: the idle timeout and when the deadline was last moved.
+    idle: Option<(Duration, Instant)>,
 }
 
 impl Armed {
+    /// The response head arrived: from now on the deadline is `idle` after the last read.
+    pub fn head_arrived(&mut self, idle: Duration) {
+        self.idle = Some((idle, Instant::now()));
+        self.move_to(Instant::now() + idle);
+    }
+
+    /// A body chunk arrived: push the idle deadline on (not more often than every 1/64 of
+    /// the idle timeout).
+    pub fn read(&mut self) {
+        let Some((idle, moved)) = self.idle else {
+            return;
+        };
+        let now = Instant::now();
+        if now.saturating_duration_since(moved) >= idle / 64 {
+            self.idle = Some((idle, now));
+            self.move_to(now + idle);
+        }
+    }
+
+    fn move_to(&mut self, at: Instant) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.shared.lock();
+        // Gone: the deadline already passed (the socket is being shut down).
+        if let Some(entry) = st.queue.remove(&self.key) {
+            self.key = self.shared.insert(&mut st, at, entry);
+        } else {
+            self.armed = false;
+        }
+    }
+
     /// The response head arrived (or the request ended): cancel the deadline.
     pub fn disarm(&mut self) {
         if std::mem::take(&mut self.armed) {
@@ -282,6 +333,40 @@ mod tests {
             matches!(&peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "{peeked:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn after_the_head_the_idle_gap_counts_and_reads_push_it_on() {
+        let d = Deadlines::start().unwrap();
+        let (mut client, mut server) = pair().await;
+        let mut w = d.arm(client.as_raw_fd(), true, Duration::from_millis(40), None);
+        // The head arrives in time: the first-byte deadline no longer applies.
+        w.head_arrived(Duration::from_millis(300));
+        use tokio::io::AsyncWriteExt;
+        let mut buf = [0u8; 8];
+        // Reads every 100 ms keep the stream alive well past 300 ms.
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            server.write_all(b"x").await.unwrap();
+            assert_eq!(client.read(&mut buf).await.unwrap(), 1);
+            w.read();
+        }
+        assert!(!w.fired());
+        // Then silence: the idle deadline ends the read.
+        assert_eq!(client.read(&mut buf).await.unwrap_or(0), 0);
+        assert!(w.fired());
+    }
+
+    #[tokio::test]
+    async fn deadlines_later_than_the_next_wake_need_no_notification() {
+        let d = Deadlines::start().unwrap();
+        // Let the thread go to sleep on its one-second tick.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (client, _server) = pair().await;
+        let _w = d.arm(client.as_raw_fd(), true, Duration::from_secs(300), None);
+        let st = d.shared.lock();
+        assert!(st.wake_at.is_some_and(|w| w <= Instant::now() + TICK));
+        assert_eq!(st.queue.len(), 1);
     }
 
     #[tokio::test]

@@ -194,7 +194,7 @@ impl Bridge {
                 None => None,
             };
             metrics.init_endpoint(&ep.name);
-            let (peer, dialer) = peer_for(ep, index, connector.clone(), metrics.clone());
+            let (peer, dialer) = peer_for(ep, index, true, connector.clone(), metrics.clone());
             let bearer = match &upstream_token {
                 Some(t) => Some(
                     headers::bearer_value(t.expose())
@@ -269,6 +269,7 @@ impl Bridge {
                         peer_for(
                             &idp,
                             config.endpoints.len(),
+                            false,
                             connector.clone(),
                             metrics.clone(),
                         )
@@ -510,10 +511,13 @@ impl Bridge {
 }
 
 /// Build the pooled peer of one endpoint: its own pool (group key), SNI and `Host` from the
-/// target URL, and the tailnet connector as its L4 dialer.
+/// target URL, and the tailnet connector as its L4 dialer. `deadlines`: the requests through
+/// it arm first-byte and idle deadlines (`first_byte`); otherwise pingora's read timeout
+/// is the idle timeout.
 fn peer_for(
     ep: &Endpoint,
     index: usize,
+    deadlines: bool,
     connector: Arc<dyn Connector>,
     metrics: Arc<Metrics>,
 ) -> (HttpPeer, Arc<EndpointDialer>) {
@@ -535,9 +539,12 @@ fn peer_for(
         reject_malformed_connection_nominations: false,
         h1_upgrade: H1UpgradePolicy::Deny,
     };
-    // Pingora applies this to every upstream read: it is the idle gap between SSE events.
-    // The (shorter) wait for the response head is the first-byte deadline's job.
-    peer.options.read_timeout = Some(ep.timeouts.idle);
+    // Endpoints: the first-byte wait and the idle gap between reads are the deadlines'
+    // job (`first_byte`), armed per request. The IdP peer (`/token`) has no such deadline
+    // and keeps pingora's read timeout.
+    if !deadlines {
+        peer.options.read_timeout = Some(ep.timeouts.idle);
+    }
     let dialer = Arc::new(EndpointDialer {
         endpoint: Arc::from(ep.name.as_str()),
         host: ep.host.clone(),
@@ -856,6 +863,13 @@ impl ProxyHttp for Bridge {
         if let Some(b) = body {
             ctx.bytes_out += b.len() as u64;
         }
+        if let Some(w) = &mut ctx.first_byte {
+            if end_of_stream {
+                w.disarm();
+            } else {
+                w.read();
+            }
+        }
         Ok(None)
     }
 
@@ -895,11 +909,12 @@ impl ProxyHttp for Bridge {
         _resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some(w) = &mut ctx.first_byte {
-            w.disarm();
-        }
         if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
-            self.routes[i].liveness.answered();
+            let route = &self.routes[i];
+            route.liveness.answered();
+            if let Some(w) = &mut ctx.first_byte {
+                w.head_arrived(route.ep.timeouts.idle);
+            }
         }
         Ok(())
     }

@@ -493,6 +493,44 @@ async fn first_byte_deadline_gives_504_but_streams_may_idle_longer() {
 }
 
 #[tokio::test]
+async fn an_idle_stream_is_cut_after_the_idle_timeout_and_events_keep_it_alive() {
+    let up = Upstream::start().await;
+    let body = format!(
+        "tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/s\n    target: {}\n    timeouts: {{first_byte: 5s, idle: 1s}}\n",
+        up.url("/")
+    );
+    let b = Bridge::start("", &body).await;
+    let r = client().get(b.url("/mcp/s/sse")).send();
+    let (r, tx) = tokio::join!(r, async { up.next_stream().await });
+    let mut body = r.unwrap().bytes_stream();
+    // An event every 400 ms for 2.4 s: each gap is under the idle timeout, the whole is
+    // not, and every event arrives.
+    for i in 0..6 {
+        send_event(&tx, &format!("e{i}")).await;
+        let next = tokio::time::timeout(HANG_GUARD, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(std::str::from_utf8(&next)
+            .unwrap()
+            .contains(&format!("e{i}")));
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    // Then silence while the upstream keeps the stream open: the bridge ends it.
+    let end = tokio::time::timeout(HANG_GUARD, async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the idle stream was never cut");
+    drop(tx);
+}
+
+#[tokio::test]
 async fn reuses_upstream_connections() {
     let up = Upstream::start().await;
     let body = format!(
