@@ -67,8 +67,14 @@ pub fn tool_for_log(name: &str) -> String {
 
 /// The hashed session id.
 pub fn session_hash(session_id: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = Sha256::digest(session_id.as_bytes());
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(16);
+    for b in d.iter().take(8) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Parse raw `arguments` and replace the value of every key named in `redact`
@@ -100,22 +106,16 @@ fn redact_in(v: &mut serde_json::Value, redact: &[String]) {
 
 /// Format a Unix time in milliseconds as RFC 3339 UTC (`2026-12-01T17:30:00.123Z`).
 pub fn rfc3339_millis(unix_ms: u128) -> String {
-    let secs = (unix_ms / 1000) as i64;
+    let secs = crate::observe::lines::rfc3339_seconds((unix_ms / 1000) as u64);
     let ms = (unix_ms % 1000) as u32;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    let mut out = String::with_capacity(24);
+    out.extend(secs[..19].iter().map(|&b| b as char));
+    out.push('.');
+    for div in [100, 10, 1] {
+        out.push(char::from(b'0' + (ms / div % 10) as u8));
+    }
+    out.push('Z');
+    out
 }
 
 /// Now, as [`rfc3339_millis`].

@@ -36,7 +36,11 @@ impl Id {
     /// The id as JSON.
     pub fn to_value(&self) -> serde_json::Value {
         match self {
-            Id::Num(n) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
+            // Most ids are small integers: no JSON parse for those.
+            Id::Num(n) => match n.parse::<i64>() {
+                Ok(i) => serde_json::Value::from(i),
+                Err(_) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
+            },
             Id::Str(s) => serde_json::Value::String(s.to_string()),
         }
     }
@@ -604,5 +608,13 @@ mod tests {
         assert_eq!(Id::Num("17".into()).to_json(), "17");
         assert_eq!(Id::parse(b"17"), Some(Id::Num("17".into())));
         assert_eq!(Id::parse(b"null"), None);
+        for (raw, json) in [
+            ("17", "17"),
+            ("-3", "-3"),
+            ("1.5", "1.5"),
+            ("1e3", "1000.0"),
+        ] {
+            assert_eq!(Id::Num(raw.into()).to_value().to_string(), json, "{raw}");
+        }
     }
 }
