@@ -8,10 +8,29 @@ use serde::Serialize;
 /// The log target of access lines.
 pub const TARGET: &str = "tailbridge::access";
 
+/// The client's address as an access line shows it: the IP, or `-` when there is none.
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub Option<std::net::IpAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+impl Serialize for Client {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What one access line records.
 #[derive(Debug, Serialize)]
 pub struct AccessRecord<'a> {
-    pub client: String,
+    pub client: Client,
     pub method: &'a str,
     pub path: &'a str,
     pub endpoint: &'a str,
@@ -92,7 +111,7 @@ mod tests {
     #[test]
     fn text_and_json() {
         let r = AccessRecord {
-            client: "127.0.0.1".into(),
+            client: Client(Some("127.0.0.1".parse().unwrap())),
             method: "POST",
             path: "/mcp/a",
             endpoint: "mcp/a",
@@ -112,6 +131,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.render(LogFormat::Json)).unwrap();
         assert_eq!(v["status"], 200);
         assert_eq!(v["endpoint"], "mcp/a");
+        assert_eq!(v["client"], "127.0.0.1");
         assert!(v.get("client_id").is_none());
+        let none = AccessRecord {
+            client: Client(None),
+            ..r
+        };
+        assert!(none.render(LogFormat::Text).starts_with("- \"POST"));
+        let v: serde_json::Value = serde_json::from_str(&none.render(LogFormat::Json)).unwrap();
+        assert_eq!(v["client"], "-");
     }
 }

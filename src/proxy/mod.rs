@@ -1050,7 +1050,7 @@ impl ProxyHttp for Bridge {
                 _ => "-",
             };
             AccessRecord {
-                client: client_text(),
+                client: crate::observe::access_log::Client(client_ip(session)),
                 method: req.method.as_str(),
                 path: req.uri.path(),
                 endpoint,
