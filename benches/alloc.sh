@@ -8,14 +8,14 @@
 # Usage: bash benches/alloc.sh GLIBC_BIN JEMALLOC_BIN MIMALLOC_BIN [seconds=10]
 #   e.g. cargo build --release && cp target/release/tailbridge /tmp/tb-glibc, and the same
 #   with --features jemalloc / mimalloc.
-# Needs: wrk nginx python3 valgrind. Results: benches/results/alloc-latest.md
+# Needs: wrk nginx python3 valgrind bc. Results: benches/results/alloc-latest.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 3 ] || { sed -n 2,10p "$0"; exit 64; }
 BINS=("$1" "$2" "$3"); NAMES=(glibc jemalloc mimalloc)
 DUR=${4:-10}
 N=${CALLGRIND_REQUESTS:-2000}
-for t in wrk nginx python3 valgrind callgrind_control; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }; done
+for t in wrk nginx python3 valgrind callgrind_control bc; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 ulimit -n 65536 2>/dev/null || true
 BENCH_NAME=alloc
 . benches/lib.sh
