@@ -447,13 +447,14 @@ async fn mcp_remote_session(register: bool) -> Bridge {
     browse_to_callback(&auth_url, &format!("http://localhost:{cb_port}/")).await;
     let mut child = child;
     let stdout = child.0.stdout.take().unwrap();
+    // Every line until both answers came (in whichever order), or the output ended.
     let lines = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = Vec::new();
         for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.contains("\"id\":2");
+            let Ok(line) = line else { break };
             out.push(line);
-            if done {
+            let has = |id: &str| out.iter().any(|l| l.contains(id));
+            if has("\"id\":1") && has("\"id\":2") {
                 break;
             }
         }
@@ -468,10 +469,19 @@ async fn mcp_remote_session(register: bool) -> Bridge {
             )
         })
         .unwrap();
-    let init: serde_json::Value =
-        serde_json::from_str(lines.iter().find(|l| l.contains("\"id\":1")).unwrap()).unwrap();
+    let answer = |id: &str| -> serde_json::Value {
+        let line = lines.iter().find(|l| l.contains(id)).unwrap_or_else(|| {
+            panic!(
+                "no answer with {id} from mcp-remote; its output: {lines:?}\nits log:\n{}\nbridge log:\n{}",
+                std::fs::read_to_string(&err_log).unwrap_or_default(),
+                b.stderr()
+            )
+        });
+        serde_json::from_str(line).unwrap()
+    };
+    let init = answer("\"id\":1");
     assert_eq!(init["result"]["serverInfo"]["name"], "e2e-upstream");
-    let list: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let list = answer("\"id\":2");
     let names: Vec<&str> = list["result"]["tools"]
         .as_array()
         .unwrap()
