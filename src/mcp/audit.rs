@@ -43,17 +43,9 @@ impl AuditRecord<'_> {
     }
 
     pub fn emit(&self) {
-        match crate::observe::lines::enabled(TARGET) {
-            Some(true) => crate::observe::lines::line(TARGET, |out| {
-                let _ = serde_json::to_writer(out, self);
-            }),
-            Some(false) => {}
-            None => {
-                if log::log_enabled!(target: TARGET, log::Level::Info) {
-                    log::info!(target: TARGET, "{}", self.render());
-                }
-            }
-        }
+        crate::observe::lines::emit(TARGET, |out| {
+            let _ = serde_json::to_writer(out, self);
+        });
     }
 }
 

@@ -92,15 +92,7 @@ impl AccessRecord<'_> {
 
     /// Write the record to the access log.
     pub fn emit(&self, format: LogFormat) {
-        match super::lines::enabled(TARGET) {
-            Some(true) => super::lines::line(TARGET, |out| self.render_into(format, out)),
-            Some(false) => {}
-            None => {
-                if log::log_enabled!(target: TARGET, log::Level::Info) {
-                    log::info!(target: TARGET, "{}", self.render(format));
-                }
-            }
-        }
+        super::lines::emit(TARGET, |out| self.render_into(format, out));
     }
 }
 

@@ -59,15 +59,25 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// Whether a line for `target` is written at all: `None` when the fast path is not in use
-/// (the caller logs through `log` instead).
-pub fn enabled(target: &str) -> Option<bool> {
-    let sink = SINK.get()?;
-    Some(match target {
+/// Write one info line for `target`; `body` writes the message. Through the batch when
+/// the fast path is in use, else through `log` (which applies its own filter).
+pub fn emit(target: &str, body: impl FnOnce(&mut Vec<u8>)) {
+    let Some(sink) = SINK.get() else {
+        if log::log_enabled!(target: target, log::Level::Info) {
+            let mut msg = Vec::with_capacity(256);
+            body(&mut msg);
+            log::info!(target: target, "{}", String::from_utf8_lossy(&msg));
+        }
+        return;
+    };
+    let on = match target {
         super::access_log::TARGET => sink.access,
         crate::mcp::audit::TARGET => sink.audit,
         _ => false,
-    })
+    };
+    if on {
+        line(sink, target, body);
+    }
 }
 
 thread_local! {
@@ -77,10 +87,8 @@ thread_local! {
     static CLOCK: RefCell<(u64, [u8; 20])> = const { RefCell::new((u64::MAX, [0; 20])) };
 }
 
-/// Write one line for `target` at info level; `body` writes the message. Call only when
-/// [`enabled`] said `Some(true)`.
-pub fn line(target: &str, body: impl FnOnce(&mut Vec<u8>)) {
-    let Some(sink) = SINK.get() else { return };
+/// Format one line into the per-thread buffer and append it to the batch.
+fn line(sink: &Sink, target: &str, body: impl FnOnce(&mut Vec<u8>)) {
     SCRATCH.with_borrow_mut(|(out, msg)| {
         out.clear();
         let now = SystemTime::now()

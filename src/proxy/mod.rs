@@ -118,9 +118,8 @@ pub struct Bridge {
     max_request_body: u64,
     max_header_bytes: u64,
     max_headers: usize,
-    hsts: Option<String>,
-    /// `hsts` as a header value, built once.
-    hsts_value: Option<http::HeaderValue>,
+    /// The `Strict-Transport-Security` value when TLS is on, built once.
+    hsts: Option<http::HeaderValue>,
     proto: &'static str,
     auth: Option<Arc<AuthRuntime>>,
     /// Pooled peer for tsidp (`/token`), when auth is on.
@@ -310,17 +309,12 @@ impl Bridge {
             max_request_body: config.limits.max_request_body,
             max_header_bytes: config.limits.max_header_bytes,
             max_headers: config.limits.max_headers,
-            hsts_value: if tls_on {
+            hsts: if tls_on {
                 config
                     .tls
                     .hsts
                     .as_deref()
                     .and_then(|h| http::HeaderValue::from_str(h).ok())
-            } else {
-                None
-            },
-            hsts: if tls_on {
-                config.tls.hsts.clone()
             } else {
                 None
             },
@@ -349,8 +343,8 @@ impl Bridge {
         self.draining.clone()
     }
 
-    fn hsts(&self) -> Option<&str> {
-        self.hsts.as_deref()
+    fn hsts(&self) -> Option<&http::HeaderValue> {
+        self.hsts.as_ref()
     }
 
     /// Step 1: header count and size.
@@ -439,11 +433,14 @@ impl Bridge {
 
     /// The metric series of the request's `endpoint` label.
     fn series(&self, ctx: &Ctx) -> &EndpointSeries {
-        let n = self.routes.len();
+        // `-` is the last route label.
+        let none = ROUTE_LABELS.len() - 1;
         let i = match (ctx.endpoint, ctx.label) {
             (Some(i), _) => i,
-            (None, Some(l)) => n + ROUTE_LABELS.iter().position(|r| *r == l).unwrap_or(4),
-            (None, None) => n + 4,
+            (None, label) => {
+                let route = label.and_then(|l| ROUTE_LABELS.iter().position(|r| *r == l));
+                self.routes.len() + route.unwrap_or(none)
+            }
         };
         &self.series[i]
     }
@@ -843,7 +840,7 @@ impl ProxyHttp for Bridge {
             session.set_keepalive(None);
         }
         let event_stream = headers::is_event_stream(resp);
-        headers::secure_response(resp, self.hsts_value.as_ref(), event_stream)
+        headers::secure_response(resp, self.hsts(), event_stream)
             .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
         if event_stream && !ctx.stream_open {
             ctx.stream_open = true;

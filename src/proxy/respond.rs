@@ -123,7 +123,7 @@ pub async fn send(
     content_type: &str,
     extra: &[(&str, &str)],
     body: Bytes,
-    hsts: Option<&str>,
+    hsts: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header("content-type", content_type)?;
@@ -132,9 +132,8 @@ pub async fn send(
     for (k, v) in extra {
         resp.insert_header(k.to_string(), *v)?;
     }
-    let hsts = hsts.and_then(|h| http::HeaderValue::from_str(h).ok());
     let stream = super::headers::is_event_stream(&resp);
-    secure_response(&mut resp, hsts.as_ref(), stream)
+    secure_response(&mut resp, hsts, stream)
         .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e.to_string()))?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -150,7 +149,7 @@ pub async fn send(
 pub async fn reject(
     session: &mut Session,
     why: Rejection,
-    hsts: Option<&str>,
+    hsts: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     let extra: &[(&str, &str)] = match why {
         Rejection::MethodNotAllowed => &[("allow", ALLOWED_METHODS)],
