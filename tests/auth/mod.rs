@@ -4,7 +4,7 @@ use crate::common::idp::{Idp, CLIENT_ID, CLIENT_SECRET};
 use crate::common::*;
 use std::sync::atomic::Ordering;
 
-fn auth_config(idp: &Idp, up: &Upstream, extra_auth: &str) -> String {
+pub(crate) fn auth_config(idp: &Idp, up: &Upstream, extra_auth: &str) -> String {
     format!(
         concat!(
             "tailnet:\n  mode: direct\n",
@@ -294,20 +294,8 @@ async fn audience_issuer_and_client_checks() {
             "other-client",
         ),
     );
-    let status = |t: &'static str| {
-        let c = c.clone();
-        let url = b.url("/mcp/a");
-        async move {
-            c.post(url)
-                .bearer_auth(t)
-                .body("{}")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let url = b.url("/mcp/a");
+    let status = |t: &'static str| bearer_status(&c, &url, t);
     assert_eq!(status("t-aud").await, 401);
     assert_eq!(status("t-aud-str").await, 200);
     assert_eq!(status("t-iss").await, 401);

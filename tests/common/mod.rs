@@ -308,6 +308,101 @@ pub async fn tally(
     by_status
 }
 
+/// POST `{}` to `url` through `c` with `token` as bearer; the status code.
+pub async fn bearer_status(c: &reqwest::Client, url: &str, token: &str) -> u16 {
+    c.post(url)
+        .bearer_auth(token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Worker tasks POSTing `{}` to one URL until stopped, counting the answers: the load a
+/// reload must not disturb. Failures are printed as they happen.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// One worker per entry: its client, and whether each of its requests asks for
+    /// `Connection: close` (a new connection per request).
+    pub fn start(url: &str, workers: Vec<(reqwest::Client, bool)>) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers = workers
+            .into_iter()
+            .map(|(c, close)| {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.to_string());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut req = c.post(&url).body("{}");
+                        if close {
+                            req = req.header("connection", "close");
+                        }
+                        match req.send().await {
+                            Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                            Ok(r) => {
+                                eprintln!("load: HTTP {}", r.status());
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => {
+                                eprintln!("load: {e}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    /// Stop the workers; (requests answered 200, requests that failed).
+    pub async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Run `tailbridge reload --config cfg`, its output and the new process's (which inherits
+/// the command's stdio) going to the file `log`; the command's exit status.
+pub async fn reload(cfg: PathBuf, log: PathBuf) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::create(log).unwrap();
+        Command::new(bin())
+            .args(["reload", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// POST `{}` to `url` with a fresh client; the status code.
 pub async fn post_status(url: &str) -> u16 {
     client()
@@ -345,7 +440,7 @@ pub async fn post_bearer(b: &Bridge, token: &str) -> reqwest::Response {
 
 /// The status of `post_bearer`.
 pub async fn post_with_token(b: &Bridge, token: &str) -> u16 {
-    post_bearer(b, token).await.status().as_u16()
+    bearer_status(&client(), &b.url("/mcp/a"), token).await
 }
 
 /// A fake upstream that reads one request per connection and drops the connection without

@@ -3,13 +3,12 @@
 //! connects to the instances from 127.0.0.9, so the balancer's address and the client's
 //! (127.0.0.1, 127.0.0.7, 127.0.0.8) always differ.
 
-use crate::common::idp::{Idp, CLIENT_ID, CLIENT_SECRET};
+use crate::auth::auth_config;
+use crate::common::idp::{Idp, CLIENT_SECRET};
 use crate::common::*;
 use crate::doctor::{doctor, named};
 use crate::e2e::{run_sdk_client, start_sdk_server};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -155,45 +154,25 @@ async fn an_mcp_session_spreads_over_two_instances_behind_haproxy() {
 #[tokio::test]
 async fn flood_limits_and_the_access_log_see_the_client_behind_haproxy() {
     let (idp, up) = (Idp::start().await, Upstream::start().await);
-    let body = format!(
-        concat!(
-            "tailnet:\n  mode: direct\n",
-            "auth:\n  issuer: {iss}\n  audience: https://mcp.example.com\n",
-            "  introspection_url: {iss}/introspect\n  client_id: {cid}\n  client_secret_env: TB_TEST_IDP_SECRET\n",
-            "  allow_loopback_idp: true\n",
-            "  introspection:\n    per_client_rate: 0.01\n    per_client_burst: 3\n",
-            "endpoints:\n  - path: /mcp/a\n    target: {a}\n"
-        ),
-        iss = idp.issuer(),
-        cid = CLIENT_ID,
-        a = up.url("/up/a"),
+    let body = auth_config(
+        &idp,
+        &up,
+        "  introspection:\n    per_client_rate: 0.01\n    per_client_burst: 3\n",
     );
     let b = Bridge::admin_ready(PROXY_ON, &body, &[("TB_TEST_IDP_SECRET", CLIENT_SECRET)]).await;
     let lb = Haproxy::start(&[(b.port, "send-proxy-v2")]).await;
 
-    let post = |c: reqwest::Client, token: String| {
-        let url = lb.url("/mcp/a");
-        async move {
-            c.post(url)
-                .bearer_auth(token)
-                .body("{}")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let url = lb.url("/mcp/a");
     // 127.0.0.7 spends its budget of 3 unknown tokens; then it is throttled.
     let flooder = client_from("127.0.0.7".parse().unwrap());
     let mut codes = Vec::new();
     for i in 0..5 {
-        codes.push(post(flooder.clone(), format!("unknown-{i}")).await);
+        codes.push(bearer_status(&flooder, &url, &format!("unknown-{i}")).await);
     }
     assert_eq!(codes, [401, 401, 401, 429, 429]);
     // Another client behind the same balancer still has its own budget.
     let other = client_from("127.0.0.8".parse().unwrap());
-    assert_eq!(post(other, "unknown-other".into()).await, 401);
+    assert_eq!(bearer_status(&other, &url, "unknown-other").await, 401);
 
     let clients = wait_for_access(&b, "/mcp/a", 6).await;
     assert_eq!(
@@ -220,52 +199,15 @@ async fn reloading_one_instance_behind_haproxy_loses_no_request() {
 
     // Load from 127.0.0.7: two workers on kept-alive connections, two opening a new
     // connection per request (so new connections keep reaching the reloading instance).
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for w in 0..4 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), lb.url("/mcp/a"));
-        let c = client_from("127.0.0.7".parse().unwrap());
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let mut req = c.post(&url).body("{}");
-                if w % 2 == 1 {
-                    req = req.header("connection", "close");
-                }
-                match req.send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    Ok(r) => {
-                        eprintln!("load: HTTP {}", r.status());
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Err(e) => {
-                        eprintln!("load: {e}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
+    let workers = (0..4)
+        .map(|w| (client_from("127.0.0.7".parse().unwrap()), w % 2 == 1))
+        .collect();
+    let load = Load::start(&lb.url("/mcp/a"), workers);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Reload instance a (its new process inherits the reload command's stdio).
     let reload_log = a.dir.join("reload.log");
-    let status = tokio::task::spawn_blocking({
-        let (cfg, log) = (a.dir.join("config.yaml"), reload_log.clone());
-        move || {
-            let f = std::fs::File::create(log).unwrap();
-            Command::new(bin())
-                .args(["reload", "--config"])
-                .arg(&cfg)
-                .env("RUST_LOG", "info")
-                .stdout(f.try_clone().unwrap())
-                .stderr(f)
-                .status()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let status = reload(a.dir.join("config.yaml"), reload_log.clone()).await;
     let read_log = || std::fs::read_to_string(&reload_log).unwrap_or_default();
     assert!(status.success(), "reload failed: {}", read_log());
     let new_pid: u32 = std::fs::read_to_string(a.dir.join("tb.pid"))
@@ -276,13 +218,9 @@ async fn reloading_one_instance_behind_haproxy_loses_no_request() {
     assert_ne!(new_pid, a.child.id());
     // Past the old process's hand-over window, with the load still running.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     let _ = Command::new("kill").arg(new_pid.to_string()).status();
 
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     eprintln!("reload behind haproxy: {ok} requests ok, {failed} failed");
     assert!(ok > 100, "the load did not run: {ok}");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);

@@ -3,8 +3,6 @@
 
 use crate::common::*;
 use futures::StreamExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 fn config(
     dir: &std::path::Path,
@@ -72,33 +70,7 @@ async fn reload_under_load_drops_nothing() {
         .contains("before"));
 
     // Continuous load: 4 workers posting until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (c, stop, ok, failed, u) = (
-            c.clone(),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            url("/mcp/a"),
-        );
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match c.post(&u).body("{}").send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    Ok(r) => {
-                        eprintln!("load: HTTP {}", r.status());
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Err(e) => {
-                        eprintln!("load: {e}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
+    let load = Load::start(&url("/mcp/a"), vec![(c.clone(), false); 4]);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     // An invalid config is refused and the running process keeps serving.
@@ -120,21 +92,7 @@ async fn reload_under_load_drops_nothing() {
     std::fs::write(&cfg, config(&dir, port, admin, &up, true)).unwrap();
     // The new process inherits the reload command's stdio: give it files, not pipes.
     let reload_log = dir.join("reload.log");
-    let status = tokio::task::spawn_blocking({
-        let (cfg, log) = (cfg.clone(), reload_log.clone());
-        move || {
-            let f = std::fs::File::create(log).unwrap();
-            std::process::Command::new(bin())
-                .args(["reload", "--config"])
-                .arg(&cfg)
-                .stdout(f.try_clone().unwrap())
-                .stderr(f)
-                .status()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let status = reload(cfg.clone(), reload_log.clone()).await;
     assert!(
         status.success(),
         "reload failed: {}",
@@ -183,11 +141,7 @@ async fn reload_under_load_drops_nothing() {
         .unwrap();
     assert!(std::str::from_utf8(&next).unwrap().contains("after"));
 
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     eprintln!("reload under load: {ok} requests ok, {failed} failed");
     assert!(ok > 100, "the load did not run: {ok}");
     assert_eq!(
