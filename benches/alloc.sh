@@ -23,8 +23,7 @@ UP=$(port); IDP=$(port)
 start_upstream "$UP"
 python3 benches/idp_stub.py "$IDP" & PIDS+=($!)
 write_post_script
-TOKEN=bench-token-0123456789abcdef
-sed "s/^wrk.method = \"POST\"/wrk.method = \"POST\"\nwrk.headers[\"Authorization\"] = \"Bearer $TOKEN\"/" "$W/post.lua" > "$W/post-auth.lua"
+write_auth_script
 sed 's/^wrk.method = "POST"/wrk.method = "POST"\nwrk.headers["Connection"] = "close"/' "$W/post-auth.lua" > "$W/post-close.lua"
 wait_port "$UP"; wait_port "$IDP"
 
@@ -35,13 +34,7 @@ server: { listen: "127.0.0.1:$p", threads: 1, pid_file: "$W/$1.pid", upgrade_soc
 admin: { listen: "127.0.0.1:$a" }
 tailnet: { mode: direct }
 log: { level: info }
-auth:
-  issuer: "http://127.0.0.1:$IDP"
-  audience: "https://mcp.example.com"
-  introspection_url: "http://127.0.0.1:$IDP/introspect"
-  client_id: bench
-  client_secret: bench
-  allow_loopback_idp: true
+$(auth_yaml "$IDP")
 endpoints:
   - { path: /mcp/bench, target: "http://127.0.0.1:$UP/mcp" }
 CONF

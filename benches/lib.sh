@@ -36,6 +36,28 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 LUA
 }
 
+# The bearer token the auth rows send (the stub IdP calls every token active).
+TOKEN=bench-token-0123456789abcdef
+
+# auth_yaml IDP_PORT: the config's auth section against benches/idp_stub.py on that port.
+auth_yaml() {
+  cat <<YAML
+auth:
+  issuer: "http://127.0.0.1:$1"
+  audience: "https://mcp.example.com"
+  introspection_url: "http://127.0.0.1:$1/introspect"
+  client_id: bench
+  client_secret: bench
+  allow_loopback_idp: true
+YAML
+}
+
+# write_auth_script: $W/post-auth.lua, the bench POST with TOKEN as bearer (after
+# write_post_script).
+write_auth_script() {
+  sed "s/^wrk.method = \"POST\"/wrk.method = \"POST\"\nwrk.headers[\"Authorization\"] = \"Bearer $TOKEN\"/" "$W/post.lua" > "$W/post-auth.lua"
+}
+
 # ir_per_request N PORT TOKEN CMD...: start CMD under callgrind (instrumentation off), wait for
 # PORT, warm up with 200 requests (pools, caches, metric labels), then count instructions
 # over N sequential keep-alive POSTs of the bench body (with TOKEN as bearer unless "-"),

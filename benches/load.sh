@@ -38,8 +38,7 @@ start_upstream "$UP"
 python3 benches/sse_upstream.py "$SSE" & PIDS+=($!)
 python3 benches/idp_stub.py "$IDP" & PIDS+=($!)
 write_post_script
-TOKEN=bench-token-0123456789abcdef
-sed "s/^wrk.method = \"POST\"/wrk.method = \"POST\"\nwrk.headers[\"Authorization\"] = \"Bearer $TOKEN\"/" "$W/post.lua" > "$W/post-auth.lua"
+write_auth_script
 
 # tb_config NAME AUTH(0|1) LOG(quiet|default) → $W/NAME.yaml on a fresh port; prints the port.
 tb_config() {
@@ -48,15 +47,7 @@ tb_config() {
     quiet) log='{ access_log: false, level: warn, audit: { enabled: false } }' ;;
     default) log='{ level: info }' ;;
   esac
-  if [ "$2" = 1 ]; then
-    auth="auth:
-  issuer: \"http://127.0.0.1:$IDP\"
-  audience: \"https://mcp.example.com\"
-  introspection_url: \"http://127.0.0.1:$IDP/introspect\"
-  client_id: bench
-  client_secret: bench
-  allow_loopback_idp: true"
-  fi
+  [ "$2" = 1 ] && auth=$(auth_yaml "$IDP")
   cat > "$W/$1.yaml" <<CONF
 server: { listen: "127.0.0.1:$p", threads: 1, pid_file: "$W/$1.pid", upgrade_sock: "$W/$1.sock", grace_period: 1s, shutdown_timeout: 1s }
 admin: { listen: "127.0.0.1:$a" }

@@ -23,13 +23,7 @@ server: { listen: "127.0.0.1:$TB", threads: 1, pid_file: "$W/tb.pid", upgrade_so
 admin: { listen: "127.0.0.1:$TBA" }
 tailnet: { mode: direct }
 log: { access_log: true, level: info }
-auth:
-  issuer: "http://127.0.0.1:$IDP"
-  audience: "https://mcp.example.com"
-  introspection_url: "http://127.0.0.1:$IDP/introspect"
-  client_id: bench
-  client_secret: bench
-  allow_loopback_idp: true
+$(auth_yaml "$IDP")
 limits: { max_request_body: 1MiB }
 endpoints:
   - { path: /mcp/bench, target: "http://127.0.0.1:$UP/mcp", tools: { deny: ["delete_*"] } }
