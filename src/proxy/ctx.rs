@@ -1,6 +1,6 @@
 //! Per-request state shared across the proxy phases.
 
-use super::first_byte::Armed;
+use super::deadline::Armed;
 use super::mcp::McpRefusal;
 use super::respond::Rejection;
 use crate::auth::{AuthError, Principal};
@@ -24,8 +24,8 @@ pub struct Ctx {
     pub bytes_out: u64,
     /// True while this response is an open event stream counted in `active_streams`.
     pub stream_open: bool,
-    /// The first-byte timer of the current upstream attempt.
-    pub first_byte: Option<Armed>,
+    /// The read deadline (first byte, then idle gap) of the current upstream attempt.
+    pub deadline: Option<Armed>,
     /// Set for `/token`: the request goes to tsidp at this path.
     pub idp_path: Option<String>,
     /// The authenticated identity, when auth is on.
@@ -53,7 +53,7 @@ impl Default for Ctx {
             bytes_in: 0,
             bytes_out: 0,
             stream_open: false,
-            first_byte: None,
+            deadline: None,
             idp_path: None,
             principal: None,
             auth_error: None,

@@ -14,7 +14,7 @@
 
 pub mod cidr;
 pub mod ctx;
-pub mod first_byte;
+pub mod deadline;
 pub mod headers;
 mod mcp;
 mod oauth;
@@ -141,7 +141,7 @@ pub struct Bridge {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     /// First-byte timers of requests waiting for an upstream's response head.
-    deadlines: first_byte::Deadlines,
+    deadlines: deadline::Deadlines,
     /// Per-request metric series: one per endpoint, then one per [`ROUTE_LABELS`].
     series: Vec<EndpointSeries>,
 }
@@ -333,7 +333,7 @@ impl Bridge {
             audit: config.log.audit.clone(),
             health,
             metrics,
-            deadlines: first_byte::Deadlines::start().map_err(BuildError::Timers)?,
+            deadlines: deadline::Deadlines::start().map_err(BuildError::Timers)?,
             series,
         })
     }
@@ -509,7 +509,7 @@ impl Bridge {
 
 /// Build the pooled peer of one endpoint: its own pool (group key), SNI and `Host` from the
 /// target URL, and the tailnet connector as its L4 dialer. `deadlines`: the requests through
-/// it arm first-byte and idle deadlines (`first_byte`); otherwise pingora's read timeout
+/// it arm first-byte and idle deadlines (`deadline`); otherwise pingora's read timeout
 /// is the idle timeout.
 fn peer_for(
     ep: &Endpoint,
@@ -537,7 +537,7 @@ fn peer_for(
         h1_upgrade: H1UpgradePolicy::Deny,
     };
     // Endpoints: the first-byte wait and the idle gap between reads are the deadlines'
-    // job (`first_byte`), armed per request. The IdP peer (`/token`) has no such deadline
+    // job (`deadline`), armed per request. The IdP peer (`/token`) has no such deadline
     // and keeps pingora's read timeout.
     if !deadlines {
         peer.options.read_timeout = Some(ep.timeouts.idle);
@@ -860,7 +860,7 @@ impl ProxyHttp for Bridge {
         if let Some(b) = body {
             ctx.bytes_out += b.len() as u64;
         }
-        if let Some(w) = &mut ctx.first_byte {
+        if let Some(w) = &mut ctx.deadline {
             if end_of_stream {
                 w.disarm();
             } else {
@@ -891,7 +891,7 @@ impl ProxyHttp for Bridge {
                     let dialer = route.dialer.clone();
                     Box::pin(async move { dialer.answers().await }) as _
                 });
-            ctx.first_byte =
+            ctx.deadline =
                 Some(
                     self.deadlines
                         .arm(fd, !reused, route.ep.timeouts.first_byte, probe),
@@ -909,7 +909,7 @@ impl ProxyHttp for Bridge {
         if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
             let route = &self.routes[i];
             route.liveness.answered();
-            if let Some(w) = &mut ctx.first_byte {
+            if let Some(w) = &mut ctx.deadline {
                 w.head_arrived(route.ep.timeouts.idle);
             }
         }
@@ -918,18 +918,18 @@ impl ProxyHttp for Bridge {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         // The upstream connection may be closed already: stop its timer first.
-        if let Some(w) = &mut ctx.first_byte {
+        if let Some(w) = &mut ctx.deadline {
             w.disarm();
         }
-        let first_byte_expired = ctx.first_byte.as_ref().is_some_and(|w| w.fired());
-        let peer_gone = ctx.first_byte.as_ref().is_some_and(|w| w.peer_gone());
+        let deadline_passed = ctx.deadline.as_ref().is_some_and(|w| w.fired());
+        let peer_gone = ctx.deadline.as_ref().is_some_and(|w| w.peer_gone());
         let downstream = *e.esource() == pingora::ErrorSource::Downstream;
         // Every failure is answered by tailbridge's own responder: what the classification
         // does not name is the client's 400 when the client made the request unforwardable,
         // and ours (500) otherwise.
         let why = if peer_gone {
             Rejection::UpstreamUnreachable
-        } else if first_byte_expired {
+        } else if deadline_passed {
             Rejection::UpstreamTimeout
         } else {
             classify(e).unwrap_or(if downstream {
@@ -980,7 +980,7 @@ impl ProxyHttp for Bridge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        ctx.first_byte = None;
+        ctx.deadline = None;
         self.metrics.active_requests.dec();
         let series = self.series(ctx);
         let endpoint = series.label();
