@@ -58,7 +58,7 @@ fn bench_headers(c: &mut Criterion) {
     let fwd = Forwarding {
         client_ip: Some("198.51.100.4".parse().unwrap()),
         proto: "https",
-        original_host: Some("mcp.example.com"),
+        original_host: Some(&http::HeaderValue::from_static("mcp.example.com")),
     };
     let strip = StripRules::new(&[]);
     let authority = http::HeaderValue::from_static("server-7.tail1234.ts.net");
@@ -94,7 +94,7 @@ fn bench_mcp(c: &mut Criterion) {
     });
     let answer = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}],"isError":false}}"#;
     c.bench_function("read a tools/call result", |b| {
-        b.iter(|| replies(black_box(answer)).len())
+        b.iter(|| replies(black_box(answer)).count())
     });
     let event = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":3}}\n\n";
     c.bench_function("scan one SSE progress event", |b| {

@@ -131,11 +131,11 @@ impl Exchange {
             .into_iter()
             .map(|m| Call {
                 method: jsonrpc::method_label(&m),
+                tool: m.tool().is_some().then_some(m.name).flatten(),
                 id: match m.kind {
                     MessageKind::Request => m.id,
                     _ => None,
                 },
-                tool: m.tool,
                 arguments: m.arguments,
                 outcome: None,
                 answered_at: None,
@@ -185,7 +185,8 @@ impl Exchange {
         }
         let ct = content_type
             .and_then(|c| c.split(';').next())
-            .map(|c| c.trim().to_ascii_lowercase());
+            .map(str::trim);
+        let is = |t: &str| ct.is_some_and(|c| c.eq_ignore_ascii_case(t));
         if filter {
             self.filter_ids = self
                 .calls
@@ -195,16 +196,18 @@ impl Exchange {
                 .collect();
         }
         let filtering = !self.filter_ids.is_empty();
-        self.reader = match ct.as_deref() {
-            Some("text/event-stream") => Reader::Sse {
+        self.reader = if is("text/event-stream") {
+            Reader::Sse {
                 scanner: SseScanner::new(MAX_INSPECTED),
                 held: filtering.then(Held::default),
-            },
-            Some("application/json") => Reader::Json {
+            }
+        } else if is("application/json") {
+            Reader::Json {
                 buf: Vec::new(),
                 over: false,
-            },
-            _ => Reader::Off,
+            }
+        } else {
+            Reader::Off
         };
         filtering && !matches!(self.reader, Reader::Off)
     }
@@ -255,7 +258,9 @@ impl Exchange {
             *over = true;
             buf.clear();
         }
-        if !*over {
+        // A body that arrives in one chunk is read where it is.
+        let at_once = end && buf.is_empty() && !*over;
+        if !*over && !at_once {
             buf.extend_from_slice(data);
         }
         if !filtering {
@@ -273,14 +278,23 @@ impl Exchange {
                 Bytes::from(e)
             });
         }
+        let text: &[u8] = if at_once { data } else { &body };
         if !filtering {
-            self.read_message(&body, now, self.out, keep);
+            self.read_message(text, now, self.out, keep);
             return None;
         }
-        let replaced = self.read_message(&body, now, self.out + body.len() as u64, keep);
-        let sent = replaced.unwrap_or(body);
+        let replaced = self.read_message(text, now, self.out + text.len() as u64, keep);
+        let sent = match (replaced, at_once) {
+            (Some(new), _) => Bytes::from(new),
+            // Unchanged and never held back: the chunk goes as it is.
+            (None, true) => {
+                self.out += text.len() as u64;
+                return None;
+            }
+            (None, false) => Bytes::from(body),
+        };
         self.out += sent.len() as u64;
-        Some(Bytes::from(sent))
+        Some(sent)
     }
 
     fn on_sse(&mut self, chunk: &[u8], now: Instant, keep: &dyn Fn(&str) -> bool) -> Option<Bytes> {

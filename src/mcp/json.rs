@@ -51,6 +51,62 @@ pub fn kind(raw: &[u8]) -> Kind {
     }
 }
 
+/// A string as the scanner read it: the text's own bytes when it has no escape (valid
+/// UTF-8: checked), or the decoded text. Compared by content, so `"a"` and `"\u0061"` are
+/// the same key.
+#[derive(Debug, Clone)]
+pub enum Text<'a> {
+    Plain(&'a [u8]),
+    Decoded(String),
+}
+
+impl Text<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Plain(b) => b,
+            Text::Decoded(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Text<'_> {}
+
+impl std::hash::Hash for Text<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_bytes().hash(h);
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for Text<'a> {
+    fn from(c: Cow<'a, str>) -> Self {
+        match c {
+            Cow::Borrowed(s) => Text::Plain(s.as_bytes()),
+            Cow::Owned(s) => Text::Decoded(s),
+        }
+    }
+}
+
+/// Bytes a string holds as they are and that are ASCII: no quote, backslash or control
+/// character, no high bit. A run of these needs no UTF-8 check.
+const PLAIN_ASCII: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x20;
+    while c < 0x80 {
+        t[c] = c != b'"' as usize && c != b'\\' as usize;
+        c += 1;
+    }
+    t
+};
+
+/// How far the byte-by-byte look at a string goes before the vectorized search takes over.
+const SHORT_STRING: usize = 24;
+
 /// A cursor over one JSON text.
 pub struct Scanner<'a> {
     b: &'a [u8],
@@ -138,7 +194,7 @@ impl<'a> Scanner<'a> {
             Some(b'{') => self.object(|s, _| s.value().map(|_| ()))?,
             Some(b'[') => self.array(|s| s.value().map(|_| ()))?,
             Some(b'"') => {
-                self.string()?;
+                self.text()?;
             }
             Some(b't') => self.literal(b"true")?,
             Some(b'f') => self.literal(b"false")?,
@@ -228,12 +284,49 @@ impl<'a> Scanner<'a> {
     /// Read a string at the cursor, decoding escapes (borrowed when it has none).
     pub fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.eat(b'"')?;
+        self.string_from(self.i)
+    }
+
+    /// Read a string at the cursor as [`Text`]: what keys and skipped values need. Short
+    /// ASCII strings (most keys and values) are read byte by byte, without a UTF-8 pass.
+    pub fn text(&mut self) -> Result<Text<'a>, JsonError> {
+        self.eat(b'"')?;
         let start = self.i;
+        let end = self.b.len().min(start + SHORT_STRING);
+        let mut i = start;
+        while i < end && PLAIN_ASCII[usize::from(self.b[i])] {
+            i += 1;
+        }
+        if self.b.get(i) == Some(&b'"') {
+            self.i = i + 1;
+            return Ok(Text::Plain(&self.b[start..i]));
+        }
+        self.string_from(start).map(Text::from)
+    }
+
+    /// The string whose text starts at `start` (just after its opening quote).
+    fn string_from(&mut self, start: usize) -> Result<Cow<'a, str>, JsonError> {
+        self.i = start;
+        let plain = plain_len(&self.b[start..]).ok_or(JsonError::Syntax(self.b.len()))?;
+        self.i += plain;
+        if self.b[self.i] == b'"' {
+            // The common case, kept short: no escape.
+            let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.err())?;
+            self.i += 1;
+            return Ok(Cow::Borrowed(text));
+        }
+        self.escaped(start)
+    }
+
+    /// The rest of a string with an escape (or a control character) at the cursor; the
+    /// text from `start` up to the cursor is plain.
+    #[cold]
+    fn escaped(&mut self, start: usize) -> Result<Cow<'a, str>, JsonError> {
         let mut owned: Option<String> = None;
         let mut run = start;
+        let mut plain = 0;
         loop {
-            // Fast path: plain bytes up to the next quote, backslash or control character.
-            let plain = plain_len(&self.b[self.i..]).ok_or(JsonError::Syntax(self.b.len()))?;
+            // Plain bytes up to the next quote, backslash or control character.
             self.i += plain;
             let c = self.b[self.i];
             match c {
@@ -291,6 +384,7 @@ impl<'a> Scanner<'a> {
                 0x00..=0x1f => return Err(self.err()),
                 _ => self.i += 1,
             }
+            plain = plain_len(&self.b[self.i..]).ok_or(JsonError::Syntax(self.b.len()))?;
         }
     }
 
@@ -298,7 +392,7 @@ impl<'a> Scanner<'a> {
     /// Duplicate keys are an error (parsers disagree on which one wins).
     pub fn object<F>(&mut self, mut f: F) -> Result<(), JsonError>
     where
-        F: FnMut(&mut Self, Cow<'a, str>) -> Result<(), JsonError>,
+        F: FnMut(&mut Self, Text<'a>) -> Result<(), JsonError>,
     {
         self.enter()?;
         self.eat(b'{')?;
@@ -311,7 +405,7 @@ impl<'a> Scanner<'a> {
         }
         loop {
             self.ws();
-            let key = self.string()?;
+            let key = self.text()?;
             if !keys.insert(&key) {
                 return Err(JsonError::DuplicateKey);
             }
@@ -372,33 +466,16 @@ impl<'a> Scanner<'a> {
 }
 
 /// The length of the run of bytes a string can hold unescaped (anything but `"`, `\\` and
-/// control characters) at the start of `b`; `None` when the run reaches the end. Eight bytes
-/// at a time: a JSON body is mostly such runs.
+/// control characters) at the start of `b`; `None` when the run reaches the end. A JSON
+/// body is mostly such runs: the terminator is found with a vectorized search, and control
+/// characters (rare) are ruled out in one branch-free pass over the run.
 fn plain_len(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte of `w` is zero (has its high bit set in the result) ⇒ it matched; the test can
-    // also flag a byte after a match, never one before, so the first flag is exact enough to
-    // stop and look byte by byte.
-    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
-    let mut i = 0;
-    for chunk in b.chunks_exact(8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let quote = zero(w ^ (ONES * u64::from(b'"')));
-        let backslash = zero(w ^ (ONES * u64::from(b'\\')));
-        // Bytes below 0x20 (and only ASCII ones: `& !w` clears bytes with the high bit).
-        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-        if quote | backslash | control != 0 {
-            break;
-        }
-        i += 8;
+    let end = memchr::memchr2(b'"', b'\\', b);
+    let run = &b[..end.unwrap_or(b.len())];
+    if run.iter().fold(false, |any, &c| any | (c < 0x20)) {
+        return run.iter().position(|&c| c < 0x20);
     }
-    b[i..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|p| i + p)
+    end
 }
 
 /// The keys of one object: a short inline list, a hash set once it grows (so that a hostile
@@ -406,17 +483,16 @@ fn plain_len(b: &[u8]) -> Option<usize> {
 /// [`KeySet::FEW`] borrowed keys.
 #[derive(Default)]
 struct KeySet<'a> {
-    few: [Option<Cow<'a, str>>; KeySet::FEW],
+    few: [Option<Text<'a>>; KeySet::FEW],
     len: usize,
-    many: Option<std::collections::HashSet<Cow<'a, str>>>,
+    many: Option<std::collections::HashSet<Text<'a>>>,
 }
 
 impl<'a> KeySet<'a> {
     const FEW: usize = 16;
 
     /// Add `key` (borrowed keys are not copied); false when it was already there.
-    #[allow(clippy::ptr_arg)] // the Cow is cloned, which keeps borrowed keys borrowed
-    fn insert(&mut self, key: &Cow<'a, str>) -> bool {
+    fn insert(&mut self, key: &Text<'a>) -> bool {
         if let Some(set) = &mut self.many {
             return set.insert(key.clone());
         }
@@ -427,7 +503,7 @@ impl<'a> KeySet<'a> {
             self.few[self.len] = Some(key.clone());
             self.len += 1;
         } else {
-            let mut set: std::collections::HashSet<Cow<'a, str>> =
+            let mut set: std::collections::HashSet<Text<'a>> =
                 self.few.iter_mut().filter_map(Option::take).collect();
             set.insert(key.clone());
             self.many = Some(set);
@@ -437,7 +513,7 @@ impl<'a> KeySet<'a> {
 }
 
 /// One object member: its key and its value's bytes.
-pub type Member<'a> = (Cow<'a, str>, &'a [u8]);
+pub type Member<'a> = (Text<'a>, &'a [u8]);
 
 /// The members of the object spanning `raw` (validated), as (key, value bytes).
 pub fn members(raw: &[u8]) -> Result<Vec<Member<'_>>, JsonError> {
@@ -474,10 +550,14 @@ mod tests {
             "héllo wörld ✓ — 😀 and more text\"".as_bytes().to_vec(),
             vec![0xff; 40],
         ];
-        // Every stop byte at every offset of a 24-byte run, with high bytes around it.
+        // Every stop byte at every offset of a 24-byte and a 100-byte run, with high bytes
+        // around it.
         for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
-            for at in 0..24 {
-                let mut v = vec![b'x'; 24];
+            for (len, at) in (0..24)
+                .map(|at| (24, at))
+                .chain((0..100).map(|at| (100, at)))
+            {
+                let mut v = vec![b'x'; len];
                 v[at] = stop;
                 cases.push(v.clone());
                 for (i, b) in v.iter_mut().enumerate() {

@@ -7,10 +7,14 @@
 //! raw `arguments`. The whole text is still validated by [`super::json`].
 
 use super::json::{self, as_str, kind, JsonError, Kind, Scanner};
+use std::borrow::Cow;
 
 /// A JSON-RPC id, compared as the peers compare it (numbers by their text, strings by value).
+/// Integers written the one way JSON allows (no leading zeros, not `-0`) are kept as
+/// integers: the text and the value then say the same, and most ids are such.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Id {
+    Int(i64),
     Num(Box<str>),
     Str(Box<str>),
 }
@@ -19,7 +23,13 @@ impl Id {
     /// Read an id value (string or number); `None` for anything else.
     pub fn parse(raw: &[u8]) -> Option<Id> {
         match kind(raw) {
-            Kind::Number => std::str::from_utf8(raw).ok().map(|s| Id::Num(s.into())),
+            Kind::Number => {
+                let text = std::str::from_utf8(raw).ok()?;
+                Some(match integer(raw) {
+                    Some(i) => Id::Int(i),
+                    None => Id::Num(text.into()),
+                })
+            }
             Kind::String => as_str(raw).map(|s| Id::Str(s.into())),
             _ => None,
         }
@@ -28,6 +38,7 @@ impl Id {
     /// The id as JSON text, for answers the bridge writes itself.
     pub fn to_json(&self) -> String {
         match self {
+            Id::Int(i) => i.to_string(),
             Id::Num(n) => n.to_string(),
             Id::Str(s) => serde_json::Value::String(s.to_string()).to_string(),
         }
@@ -36,7 +47,7 @@ impl Id {
     /// The id as JSON.
     pub fn to_value(&self) -> serde_json::Value {
         match self {
-            // Most ids are small integers: no JSON parse for those.
+            Id::Int(i) => serde_json::Value::from(*i),
             Id::Num(n) => match n.parse::<i64>() {
                 Ok(i) => serde_json::Value::from(i),
                 Err(_) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
@@ -44,6 +55,24 @@ impl Id {
             Id::Str(s) => serde_json::Value::String(s.to_string()),
         }
     }
+}
+
+/// The integer a JSON number's text spells in the one canonical way (digits without a
+/// leading zero, a minus sign only before a non-zero value, at most 18 digits).
+fn integer(raw: &[u8]) -> Option<i64> {
+    let digits = raw.strip_prefix(b"-").unwrap_or(raw);
+    let canonical = !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1)
+        && raw != b"-0";
+    if !canonical {
+        return None;
+    }
+    let v = digits
+        .iter()
+        .fold(0i64, |v, d| v * 10 + i64::from(d - b'0'));
+    Some(if digits.len() < raw.len() { -v } else { v })
 }
 
 /// What a client-sent message is.
@@ -61,14 +90,32 @@ pub enum MessageKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub kind: MessageKind,
-    pub method: Option<String>,
+    /// The method; the ones MCP defines are not copied.
+    pub method: Option<Cow<'static, str>>,
     pub id: Option<Id>,
-    /// For `tools/call`: `params.name`, when it is a string.
-    pub tool: Option<String>,
-    /// The body field the 2026-07-28 `Mcp-Name` header mirrors for this method, if any.
-    pub mirrored_name: Option<String>,
+    /// The params field naming what the method acts on, the one the 2026-07-28 `Mcp-Name`
+    /// header mirrors ([`mirrored_field`]): `name` of a `tools/call` (the tool) or
+    /// `prompts/get`, `uri` of a `resources/read`, `taskId` of a `tasks/*` request.
+    pub name: Option<String>,
     /// `params.arguments` as raw JSON, only when asked for.
     pub arguments: Option<String>,
+}
+
+impl Message {
+    /// The called tool: `params.name` of a `tools/call`, when it is a string.
+    pub fn tool(&self) -> Option<&str> {
+        (self.method.as_deref() == Some("tools/call"))
+            .then_some(self.name.as_deref())
+            .flatten()
+    }
+}
+
+/// A method name, borrowed from [`KNOWN_METHODS`] when it is one of them.
+fn method_name(m: Cow<'_, str>) -> Cow<'static, str> {
+    match KNOWN_METHODS.iter().find(|k| **k == m) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(m.into_owned()),
+    }
 }
 
 /// A POST body read as JSON-RPC.
@@ -163,24 +210,24 @@ fn message<'a>(
     let (mut version, mut method, mut id, mut answer) = (None, None, None, false);
     let mut params = Params::default();
     s.object(|s, k| {
-        match k.as_ref() {
-            "params" if s.next_kind() == Some(Kind::Object) => {
+        match k.as_bytes() {
+            b"params" if s.next_kind() == Some(Kind::Object) => {
                 s.object(|s, pk| {
                     let v = s.value()?;
-                    match pk.as_ref() {
-                        "name" => params.name = Some(v),
-                        "uri" => params.uri = Some(v),
-                        "taskId" => params.task_id = Some(v),
-                        "arguments" => params.arguments = Some(v),
+                    match pk.as_bytes() {
+                        b"name" => params.name = Some(v),
+                        b"uri" => params.uri = Some(v),
+                        b"taskId" => params.task_id = Some(v),
+                        b"arguments" => params.arguments = Some(v),
                         _ => {}
                     }
                     Ok(())
                 })?;
             }
-            "jsonrpc" => version = Some(s.value()?),
-            "method" => method = Some(s.value()?),
-            "id" => id = Some(s.value()?),
-            "result" | "error" => {
+            b"jsonrpc" => version = Some(s.value()?),
+            b"method" => method = Some(s.value()?),
+            b"id" => id = Some(s.value()?),
+            b"result" | b"error" => {
                 s.value()?;
                 answer = true;
             }
@@ -201,11 +248,12 @@ fn build(
     params: Params<'_>,
     keep_arguments: bool,
 ) -> Result<Message, Unparsed> {
-    if version.and_then(as_str).as_deref() != Some("2.0") {
+    // Written plainly almost always; an escaped spelling is decoded.
+    if version != Some(br#""2.0""#) && version.and_then(as_str).as_deref() != Some("2.0") {
         return Err(Unparsed::NotJsonRpc);
     }
     let method = match method {
-        Some(m) => Some(as_str(m).ok_or(Unparsed::NotJsonRpc)?.into_owned()),
+        Some(m) => Some(method_name(as_str(m).ok_or(Unparsed::NotJsonRpc)?)),
         None => None,
     };
     let parsed_id = match id {
@@ -221,7 +269,7 @@ fn build(
     };
     let text = |v: Option<&[u8]>| v.and_then(as_str).map(|s| s.into_owned());
     let m = method.as_deref().unwrap_or_default();
-    let mirrored_name = match mirrored_field(m) {
+    let name = match mirrored_field(m) {
         Some("name") => text(params.name),
         Some("uri") => text(params.uri),
         Some("taskId") => text(params.task_id),
@@ -230,14 +278,13 @@ fn build(
     let is_call = m == "tools/call";
     Ok(Message {
         kind,
-        tool: if is_call { text(params.name) } else { None },
+        name,
         arguments: match (is_call && keep_arguments, params.arguments) {
             (true, Some(a)) => std::str::from_utf8(a).ok().map(str::to_string),
             _ => None,
         },
         method,
         id: parsed_id,
-        mirrored_name,
     })
 }
 
@@ -263,11 +310,11 @@ pub struct Reply<'a> {
 
 /// The responses in one server message (an object, or a batch array). Requests and
 /// notifications from the server, and anything unreadable, yield nothing. One pass over
-/// the text: validation and extraction together.
-pub fn replies(text: &[u8]) -> Vec<Reply<'_>> {
+/// the text: validation and extraction together; a single object needs no allocation.
+pub fn replies(text: &[u8]) -> Replies<'_> {
     let text = without_bom(text);
     Scanner::walk(text, |s| match s.next_kind() {
-        Some(Kind::Object) => Ok(reply(s)?.into_iter().collect()),
+        Some(Kind::Object) => Ok(Replies::One(reply(s)?)),
         Some(Kind::Array) => {
             let mut out = Vec::new();
             s.array(|s| {
@@ -278,11 +325,29 @@ pub fn replies(text: &[u8]) -> Vec<Reply<'_>> {
                 }
                 Ok(())
             })?;
-            Ok(out)
+            Ok(Replies::Batch(out.into_iter()))
         }
-        _ => s.value().map(|_| Vec::new()),
+        _ => s.value().map(|_| Replies::One(None)),
     })
-    .unwrap_or_default()
+    .unwrap_or(Replies::One(None))
+}
+
+/// What [`replies`] found: the answer of a single message, or those of a batch.
+#[derive(Debug)]
+pub enum Replies<'a> {
+    One(Option<Reply<'a>>),
+    Batch(std::vec::IntoIter<Reply<'a>>),
+}
+
+impl<'a> Iterator for Replies<'a> {
+    type Item = Reply<'a>;
+
+    fn next(&mut self) -> Option<Reply<'a>> {
+        match self {
+            Replies::One(r) => r.take(),
+            Replies::Batch(rs) => rs.next(),
+        }
+    }
 }
 
 /// Read one server message object at the cursor: a response, or `None`.
@@ -290,21 +355,21 @@ fn reply<'a>(s: &mut Scanner<'a>) -> Result<Option<Reply<'a>>, JsonError> {
     let (mut id, mut result, mut error, mut method, mut tool_error) =
         (None, None, false, false, false);
     s.object(|s, k| {
-        match k.as_ref() {
-            "result" if s.next_kind() == Some(Kind::Object) => {
+        match k.as_bytes() {
+            b"result" if s.next_kind() == Some(Kind::Object) => {
                 let ((), raw) = s.spanned(|s| {
                     s.object(|s, rk| {
                         let v = s.value()?;
-                        tool_error |= rk == "isError" && kind(v) == Kind::True;
+                        tool_error |= rk.as_bytes() == b"isError" && kind(v) == Kind::True;
                         Ok(())
                     })
                 })?;
                 result = Some(raw);
             }
-            "result" => result = Some(s.value()?),
-            "id" => id = Id::parse(s.value()?),
-            "error" => error = s.value().map(|_| true)?,
-            "method" => method = s.value().map(|_| true)?,
+            b"result" => result = Some(s.value()?),
+            b"id" => id = Id::parse(s.value()?),
+            b"error" => error = s.value().map(|_| true)?,
+            b"method" => method = s.value().map(|_| true)?,
             _ => {
                 s.value()?;
             }
@@ -329,7 +394,7 @@ pub fn listed_tools(result: &[u8]) -> Vec<String> {
     let Ok(members) = json::members(result) else {
         return names;
     };
-    let Some((_, tools)) = members.iter().find(|(k, _)| k == "tools") else {
+    let Some((_, tools)) = members.iter().find(|(k, _)| k.as_bytes() == b"tools") else {
         return names;
     };
     if kind(tools) != Kind::Array {
@@ -339,7 +404,10 @@ pub fn listed_tools(result: &[u8]) -> Vec<String> {
     let _ = s.array(|s| {
         let t = s.value()?;
         if kind(t) == Kind::Object {
-            if let Some((_, n)) = json::members(t)?.iter().find(|(k, _)| k == "name") {
+            if let Some((_, n)) = json::members(t)?
+                .iter()
+                .find(|(k, _)| k.as_bytes() == b"name")
+            {
                 names.extend(as_str(n).map(|n| n.into_owned()));
             }
         }
@@ -435,11 +503,8 @@ pub const UNPARSED_METHOD: &str = "_unparsed";
 pub fn method_label(m: &Message) -> &'static str {
     match (&m.kind, &m.method) {
         (MessageKind::Response, _) => RESPONSE_METHOD,
-        (_, Some(name)) => KNOWN_METHODS
-            .iter()
-            .find(|k| **k == name.as_str())
-            .copied()
-            .unwrap_or(OTHER_METHOD),
+        (_, Some(Cow::Borrowed(known))) => known,
+        (_, Some(Cow::Owned(_))) => OTHER_METHOD,
         (_, None) => OTHER_METHOD,
     }
 }
@@ -461,9 +526,9 @@ mod tests {
         );
         assert_eq!(m.kind, MessageKind::Request);
         assert_eq!(m.method.as_deref(), Some("tools/call"));
-        assert_eq!(m.id, Some(Id::Num("1".into())));
-        assert_eq!(m.tool.as_deref(), Some("echo"));
-        assert_eq!(m.mirrored_name.as_deref(), Some("echo"));
+        assert_eq!(m.id, Some(Id::Int(1)));
+        assert_eq!(m.tool(), Some("echo"));
+        assert_eq!(m.name.as_deref(), Some("echo"));
         assert_eq!(m.arguments.as_deref(), Some(r#"{"text":"hi"}"#));
         assert_eq!(method_label(&m), "tools/call");
 
@@ -479,8 +544,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":"a\u0062","method":"resources/read","params":{"uri":"file:///x"}}"#,
         );
         assert_eq!(m.id, Some(Id::Str("ab".into())));
-        assert_eq!(m.mirrored_name.as_deref(), Some("file:///x"));
-        assert_eq!(m.tool, None);
+        assert_eq!(m.name.as_deref(), Some("file:///x"));
+        assert_eq!(m.tool(), None);
 
         let m = one(r#"{"jsonrpc":"2.0","id":2,"method":"my/custom"}"#);
         assert_eq!(method_label(&m), "_other");
@@ -492,7 +557,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.messages[0].arguments, None);
-        assert_eq!(i.messages[0].tool.as_deref(), Some("x"));
+        assert_eq!(i.messages[0].tool(), Some("x"));
 
         // a BOM is read past, as lenient upstream parsers do
         let m = one("\u{feff}{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}");
@@ -508,7 +573,7 @@ mod tests {
         .unwrap();
         assert!(i.batch);
         assert_eq!(i.messages.len(), 3);
-        assert_eq!(i.messages[2].tool.as_deref(), Some("delete_note"));
+        assert_eq!(i.messages[2].tool(), Some("delete_note"));
         assert_eq!(classify(b"[]", false), Err(Unparsed::NotJsonRpc));
         assert_eq!(
             classify(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, 5]"#, false),
@@ -540,22 +605,31 @@ mod tests {
 
     #[test]
     fn replies_table() {
-        let r = replies(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#);
+        let r: Vec<_> =
+            replies(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#)
+                .collect();
         assert_eq!(r[0].answer, Answer::ToolError);
-        assert_eq!(r[0].id, Some(Id::Num("1".into())));
-        let r = replies(br#"{"jsonrpc":"2.0","id":"x","result":{"content":[],"isError":false}}"#);
+        assert_eq!(r[0].id, Some(Id::Int(1)));
+        let r: Vec<_> =
+            replies(br#"{"jsonrpc":"2.0","id":"x","result":{"content":[],"isError":false}}"#)
+                .collect();
         assert_eq!(r[0].answer, Answer::Result);
-        let r = replies(br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no"}}"#);
+        let r: Vec<_> =
+            replies(br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no"}}"#)
+                .collect();
         assert_eq!(r[0].answer, Answer::Error);
         assert!(
             replies(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#)
-                .is_empty()
+                .next()
+                .is_none()
         );
         assert!(
-            replies(br#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage"}"#).is_empty()
+            replies(br#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage"}"#)
+                .next()
+                .is_none()
         );
-        assert!(replies(b"not json").is_empty());
-        let r = replies(br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}]"#);
+        assert!(replies(b"not json").next().is_none());
+        let r: Vec<_> = replies(br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}]"#).collect();
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].answer, Answer::Error);
     }
@@ -563,13 +637,13 @@ mod tests {
     #[test]
     fn tools_list_names_and_filtering() {
         let text = br#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"echo","inputSchema":{}},{"name":"delete_note"},{"name":"count"}],"nextCursor":"page2"}}"#;
-        let r = replies(text);
+        let r: Vec<_> = replies(text).collect();
         assert_eq!(
             listed_tools(r[0].result.unwrap()),
             vec!["echo", "delete_note", "count"]
         );
         let keep = |n: &str| !n.starts_with("delete_");
-        let out = filter_tools_lists(text, &[Id::Num("4".into())], &keep)
+        let out = filter_tools_lists(text, &[Id::Int(4)], &keep)
             .unwrap()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -583,19 +657,13 @@ mod tests {
         assert_eq!(v["result"]["nextCursor"], "page2");
         assert_eq!(v["id"], 4);
         // another id, or nothing to drop: unchanged
-        assert_eq!(
-            filter_tools_lists(text, &[Id::Num("5".into())], &keep),
-            Ok(None)
-        );
-        assert_eq!(
-            filter_tools_lists(text, &[Id::Num("4".into())], &|_| true),
-            Ok(None)
-        );
+        assert_eq!(filter_tools_lists(text, &[Id::Int(5)], &keep), Ok(None));
+        assert_eq!(filter_tools_lists(text, &[Id::Int(4)], &|_| true), Ok(None));
         // unreadable for filtering (serde_json refuses a number no double holds): an error
         assert_eq!(
             filter_tools_lists(
                 br#"{"id":4,"result":{"tools":[]},"x":1e400}"#,
-                &[Id::Num("4".into())],
+                &[Id::Int(4)],
                 &keep
             ),
             Err(Unreadable)
@@ -605,9 +673,24 @@ mod tests {
     #[test]
     fn ids_round_trip() {
         assert_eq!(Id::Str("a\"b".into()).to_json(), r#""a\"b""#);
-        assert_eq!(Id::Num("17".into()).to_json(), "17");
-        assert_eq!(Id::parse(b"17"), Some(Id::Num("17".into())));
+        assert_eq!(Id::Int(17).to_json(), "17");
+        assert_eq!(Id::Int(-17).to_value(), serde_json::json!(-17));
         assert_eq!(Id::parse(b"null"), None);
+        // integers in their one JSON spelling are integers; every other number keeps its text
+        for (raw, id) in [
+            ("17", Id::Int(17)),
+            ("0", Id::Int(0)),
+            ("-5", Id::Int(-5)),
+            ("999999999999999999", Id::Int(999_999_999_999_999_999)),
+            ("1000000000000000000", Id::Num("1000000000000000000".into())),
+            ("-0", Id::Num("-0".into())),
+            ("1.0", Id::Num("1.0".into())),
+            ("1e2", Id::Num("1e2".into())),
+        ] {
+            assert_eq!(Id::parse(raw.as_bytes()), Some(id), "{raw}");
+        }
+        // so ids compare by their text: 1 and 1.0 are different ids
+        assert_ne!(Id::parse(b"1"), Id::parse(b"1.0"));
         for (raw, json) in [
             ("17", "17"),
             ("-3", "-3"),

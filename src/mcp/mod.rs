@@ -41,9 +41,19 @@ pub const OTHER_TOOL: &str = "_other";
 
 /// The tool names an endpoint's upstream announced in `tools/list`: the only values its
 /// `tool` metric label takes (besides `_other`), up to [`MAX_TOOL_LABELS`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ToolLabels {
     names: RwLock<HashSet<Arc<str>>>,
+    other: Arc<str>,
+}
+
+impl Default for ToolLabels {
+    fn default() -> Self {
+        ToolLabels {
+            names: RwLock::default(),
+            other: Arc::from(OTHER_TOOL),
+        }
+    }
 }
 
 impl ToolLabels {
@@ -64,13 +74,8 @@ impl ToolLabels {
 
     /// The label for a called tool.
     pub fn label(&self, tool: Option<&str>) -> Arc<str> {
-        let other = || Arc::from(OTHER_TOOL);
-        let Some(t) = tool else { return other() };
-        self.names
-            .read()
-            .ok()
-            .and_then(|s| s.get(t).cloned())
-            .unwrap_or_else(other)
+        let known = tool.and_then(|t| self.names.read().ok()?.get(t).cloned());
+        known.unwrap_or_else(|| self.other.clone())
     }
 }
 
@@ -136,7 +141,7 @@ pub fn judge(
         .filter(|(_, m)| {
             m.method.as_deref() == Some("tools/call")
                 && m.kind != MessageKind::Response
-                && !policy.allows(scope, m.tool.as_deref().unwrap_or_default(), caller)
+                && !policy.allows(scope, m.tool().unwrap_or_default(), caller)
         })
         .map(|(i, _)| i)
         .collect();
@@ -144,14 +149,14 @@ pub fn judge(
         return Judgement::Forward;
     };
     let who = caller.display();
-    let first_tool = inbound.messages[first].tool.as_deref().unwrap_or_default();
+    let first_tool = inbound.messages[first].tool().unwrap_or_default();
     let answers: Vec<serde_json::Value> = inbound
         .messages
         .iter()
         .enumerate()
         .filter_map(|(i, m)| {
             let id = m.id.as_ref().filter(|_| m.kind == MessageKind::Request)?;
-            let tool = m.tool.as_deref().unwrap_or_default();
+            let tool = m.tool().unwrap_or_default();
             Some(if denied.contains(&i) {
                 error(
                     id,
@@ -284,7 +289,7 @@ pub fn check_mirrored(
         }
         Some(Some(_)) => {}
     }
-    match (&m.mirrored_name, name_header.map(header_text)) {
+    match (&m.name, name_header.map(header_text)) {
         (None, None) => Ok(()),
         (Some(_), None) => mismatch("Mcp-Name", "is missing"),
         (_, Some(None)) => mismatch("Mcp-Name", "cannot be decoded"),

@@ -108,8 +108,8 @@ pub struct Forwarding<'a> {
     pub client_ip: Option<IpAddr>,
     /// `http` or `https`: how the client reached tailbridge.
     pub proto: &'static str,
-    /// The `Host` the client sent.
-    pub original_host: Option<&'a str>,
+    /// The `Host` the client sent (visible ASCII only).
+    pub original_host: Option<&'a http::HeaderValue>,
 }
 
 /// How `Authorization` is treated on the way upstream.
@@ -131,13 +131,34 @@ pub fn bearer_value(token: &str) -> Result<http::HeaderValue, HeaderError> {
     Ok(v)
 }
 
-/// An IP address as a header value, formatted on the stack.
+/// An IP address as a header value, formatted on the stack (IPv4 digit by digit: the
+/// formatting machinery costs more than the rest of the header).
 fn ip_value(ip: IpAddr) -> Result<http::HeaderValue, HeaderError> {
-    use std::io::Write;
     let mut buf = [0u8; 45];
-    let mut w = &mut buf[..];
-    write!(w, "{ip}").map_err(|_| HeaderError("x-forwarded-for"))?;
-    let len = 45 - w.len();
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                for (place, skip_below) in [(100, 100), (10, 10), (1, 0)] {
+                    if octet >= skip_below {
+                        buf[n] = b'0' + octet / place % 10;
+                        n += 1;
+                    }
+                }
+            }
+            n
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut w = &mut buf[..];
+            write!(w, "{ip}").map_err(|_| HeaderError("x-forwarded-for"))?;
+            45 - w.len()
+        }
+    };
     http::HeaderValue::from_bytes(&buf[..len]).map_err(|_| HeaderError("x-forwarded-for"))
 }
 
@@ -185,10 +206,13 @@ pub fn rewrite_request(
         req.insert_header("x-forwarded-for", ip_value(ip)?)
             .map_err(|_| HeaderError("x-forwarded-for"))?;
     }
-    req.insert_header("x-forwarded-proto", fwd.proto)
-        .map_err(|_| HeaderError("x-forwarded-proto"))?;
+    req.insert_header(
+        "x-forwarded-proto",
+        http::HeaderValue::from_static(fwd.proto),
+    )
+    .map_err(|_| HeaderError("x-forwarded-proto"))?;
     if let Some(host) = fwd.original_host {
-        req.insert_header("x-forwarded-host", host)
+        req.insert_header("x-forwarded-host", host.clone())
             .map_err(|_| HeaderError("x-forwarded-host"))?;
     }
     match authorization {
@@ -225,15 +249,25 @@ pub fn secure_response(
     hsts: Option<&http::HeaderValue>,
     event_stream: bool,
 ) -> Result<(), HeaderError> {
-    // Only touch what is there: most upstream answers carry none of these.
-    for name in [
-        http::header::SERVER,
-        http::header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        if resp.headers.contains_key(&name) {
-            resp.remove_header(&name);
+    // One look at the names, and only touch what is there: most upstream answers carry
+    // none of these.
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    let dropped = |n: &HeaderName| {
+        *n == http::header::SERVER
+            || *n == http::header::CONNECTION
+            || *n == KEEP_ALIVE
+            || *n == PROXY_CONNECTION
+    };
+    if resp.headers.keys().any(dropped) {
+        let names: Vec<HeaderName> = resp
+            .headers
+            .keys()
+            .filter(|n| dropped(n))
+            .cloned()
+            .collect();
+        for name in &names {
+            resp.remove_header(name);
         }
     }
     resp.insert_header(
@@ -255,6 +289,21 @@ pub fn secure_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_addresses_as_header_values() {
+        let mut ips: Vec<IpAddr> = vec![
+            "::1".parse().unwrap(),
+            "2001:db8::7:1".parse().unwrap(),
+            "::ffff:198.51.100.7".parse().unwrap(),
+        ];
+        for a in [0u8, 1, 9, 10, 42, 99, 100, 101, 110, 199, 200, 255] {
+            ips.push(IpAddr::from([a, 255 - a, a / 2, 7]));
+        }
+        for ip in ips {
+            assert_eq!(ip_value(ip).unwrap(), ip.to_string().as_str(), "{ip}");
+        }
+    }
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("POST", b"/mcp/a", None).unwrap();
@@ -298,7 +347,7 @@ mod tests {
         let fwd = Forwarding {
             client_ip: Some("203.0.113.9".parse().unwrap()),
             proto: "https",
-            original_host: Some("mcp.example.com"),
+            original_host: Some(&http::HeaderValue::from_static("mcp.example.com")),
         };
         let connection: &[&[u8]] = &[b"keep-alive, X-Secret-Hop"];
         rewrite_request(

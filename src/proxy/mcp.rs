@@ -20,6 +20,7 @@ use crate::mcp::jsonrpc;
 use crate::mcp::policy::Scope;
 use crate::mcp::{self as layer, Judgement};
 use bytes::Bytes;
+use http::header::{HeaderName, ACCEPT, CONTENT_ENCODING, CONTENT_LENGTH};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,11 +48,17 @@ impl McpRefusal {
     }
 }
 
-fn header<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
+/// The MCP request headers the layer reads, named once.
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+fn header<'a>(session: &'a Session, name: &HeaderName) -> Option<&'a [u8]> {
     session.req_header().headers.get(name).map(|v| v.as_bytes())
 }
 
-fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+fn header_str<'a>(session: &'a Session, name: &HeaderName) -> Option<&'a str> {
     header(session, name).and_then(|v| std::str::from_utf8(v).ok())
 }
 
@@ -60,6 +67,37 @@ fn caller(
     principal: &Option<std::sync::Arc<crate::auth::Principal>>,
 ) -> crate::mcp::policy::Caller<'_> {
     principal.as_deref().map(|p| p.caller()).unwrap_or_default()
+}
+
+/// A request body as it is read: the first chunk kept as it came (most bodies are one),
+/// copied together only when a second one follows.
+#[derive(Default)]
+struct Body {
+    first: Bytes,
+    joined: Option<Vec<u8>>,
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        self.joined.as_ref().map_or(self.first.len(), Vec::len)
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        match &mut self.joined {
+            Some(all) => all.extend_from_slice(&chunk),
+            None if self.first.is_empty() => self.first = chunk,
+            None => {
+                let mut all = Vec::with_capacity(self.first.len() + chunk.len());
+                all.extend_from_slice(&self.first);
+                all.extend_from_slice(&chunk);
+                self.joined = Some(all);
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.joined.as_deref().unwrap_or(&self.first)
+    }
 }
 
 impl Bridge {
@@ -85,8 +123,8 @@ impl Bridge {
         let tools = &self.routes[i].tools;
         let enforce = tools.in_force;
         let declared =
-            header_str(session, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-        let encoded = header_str(session, "content-encoding")
+            header_str(session, &CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+        let encoded = header_str(session, &CONTENT_ENCODING)
             .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
         let limit = REPLAY_LIMIT.min(self.max_request_body);
         let readable = match declared {
@@ -107,27 +145,29 @@ impl Bridge {
             return None;
         }
         session.enable_retry_buffering();
-        let mut body = Vec::with_capacity(declared.unwrap_or(1024) as usize);
+        let mut body = Body::default();
         loop {
             match session.read_request_body().await {
                 Ok(Some(b)) => {
-                    if (body.len() + b.len()) as u64 > limit {
-                        let why = if (body.len() + b.len()) as u64 > self.max_request_body {
+                    let total = (body.len() + b.len()) as u64;
+                    if total > limit {
+                        let why = if total > self.max_request_body {
                             Rejection::BodyTooLarge
                         } else {
                             Rejection::BodyNotInspectable
                         };
                         return Some(self.refuse(session, ctx, why).await);
                     }
-                    body.extend_from_slice(&b);
+                    body.push(b);
                 }
                 Ok(None) => break,
                 Err(e) => return Some(Err(e)),
             }
         }
+        let body = body.bytes();
         ctx.body_read = body.len() as u64;
         let keep_arguments = self.audit.enabled && self.audit.arguments;
-        let inbound = match jsonrpc::classify(&body, keep_arguments) {
+        let inbound = match jsonrpc::classify(body, keep_arguments) {
             Ok(inbound) => inbound,
             Err(why) => {
                 let mut x = Exchange::unparsed(ctx.started);
@@ -144,11 +184,11 @@ impl Bridge {
                 return None;
             }
         };
-        if layer::mirrors_headers(header_str(session, "mcp-protocol-version")) {
+        if layer::mirrors_headers(header_str(session, &MCP_PROTOCOL_VERSION)) {
             if let Err(why) = layer::check_mirrored(
                 &inbound,
-                header(session, "mcp-method"),
-                header(session, "mcp-name"),
+                header(session, &MCP_METHOD),
+                header(session, &MCP_NAME),
             ) {
                 let answer = layer::mismatch_answer(&inbound, &why);
                 let mut x = Exchange::new(inbound, ctx.started);
@@ -211,7 +251,7 @@ impl Bridge {
         why: McpRefusal,
     ) -> pingora::Result<bool> {
         let (content_type, body) = match answer {
-            Some(a) => layer::render_answer(a, layer::wants_sse(header_str(session, "accept"))),
+            Some(a) => layer::render_answer(a, layer::wants_sse(header_str(session, &ACCEPT))),
             None => ("application/json", Vec::new()),
         };
         ctx.status = status;
@@ -362,7 +402,7 @@ impl Bridge {
                     username: p.and_then(|p| p.username.as_deref()),
                     client_id: p.and_then(|p| p.client_id.as_deref()),
                     client_ip: super::client_ip(session).map(|ip| ip.to_string()),
-                    session: header_str(session, "mcp-session-id").map(audit::session_hash),
+                    session: header_str(session, &MCP_SESSION_ID).map(audit::session_hash),
                     jsonrpc_id: c
                         .id
                         .as_ref()

@@ -763,7 +763,7 @@ impl ProxyHttp for Bridge {
                 .req_header()
                 .headers
                 .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok()),
+                .filter(|v| v.to_str().is_ok()),
         };
         let authorization = match (&route.bearer, self.auth.is_some()) {
             (Some(v), _) => UpstreamAuthorization::Bearer(v),
