@@ -37,10 +37,24 @@ impl Id {
 
     /// The id as JSON text, for answers the bridge writes itself.
     pub fn to_json(&self) -> String {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Append the id as JSON text.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
-            Id::Int(i) => i.to_string(),
-            Id::Num(n) => n.to_string(),
-            Id::Str(s) => serde_json::Value::String(s.to_string()).to_string(),
+            Id::Int(i) => {
+                if *i < 0 {
+                    out.push(b'-');
+                }
+                crate::observe::text::push_uint(out, i.unsigned_abs());
+            }
+            Id::Num(n) => out.extend_from_slice(n.as_bytes()),
+            Id::Str(s) => {
+                let _ = serde_json::to_writer(&mut *out, &**s);
+            }
         }
     }
 
@@ -674,6 +688,9 @@ mod tests {
     fn ids_round_trip() {
         assert_eq!(Id::Str("a\"b".into()).to_json(), r#""a\"b""#);
         assert_eq!(Id::Int(17).to_json(), "17");
+        assert_eq!(Id::Int(-17).to_json(), "-17");
+        assert_eq!(Id::Int(i64::MIN).to_json(), i64::MIN.to_string());
+        assert_eq!(Id::Num("1.5e3".into()).to_json(), "1.5e3");
         assert_eq!(Id::Int(-17).to_value(), serde_json::json!(-17));
         assert_eq!(Id::parse(b"null"), None);
         // integers in their one JSON spelling are integers; every other number keeps its text

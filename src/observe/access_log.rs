@@ -2,6 +2,7 @@
 //! `RUST_LOG=tailbridge::access=off` silences it). Text or JSON. Only the path is logged,
 //! never the query string (it may carry codes or tokens), headers or bodies.
 
+use super::text::{push_millis_1, push_uint, IpText};
 use crate::config::LogFormat;
 use serde::Serialize;
 
@@ -15,7 +16,7 @@ pub struct Client(pub Option<std::net::IpAddr>);
 impl std::fmt::Display for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(ip) => ip.fmt(f),
+            Some(ip) => f.write_str(std::str::from_utf8(IpText::new(ip).as_bytes()).unwrap_or("-")),
             None => f.write_str("-"),
         }
     }
@@ -57,27 +58,33 @@ impl AccessRecord<'_> {
 
     /// Format the record straight into `out`.
     pub fn render_into(&self, format: LogFormat, out: &mut Vec<u8>) {
-        use std::io::Write;
         match format {
             LogFormat::Json => {
                 let _ = serde_json::to_writer(&mut *out, self);
             }
             LogFormat::Text => {
-                let _ = write!(
-                    out,
-                    "{} \"{} {}\" {} {:.1}ms in={} out={} endpoint={} upstream={}",
-                    self.client,
-                    self.method,
-                    self.path,
-                    self.status,
-                    self.duration_ms,
-                    self.bytes_in,
-                    self.bytes_out,
-                    self.endpoint,
-                    self.upstream,
-                );
+                // `{client} "{method} {path}" {status} {ms:.1}ms in= out= endpoint= upstream=`,
+                // written piece by piece (the formatting machinery cost more than the rest).
+                match self.client.0 {
+                    Some(ip) => out.extend_from_slice(IpText::new(ip).as_bytes()),
+                    None => out.push(b'-'),
+                }
+                for (piece, text) in [(&b" \""[..], self.method), (b" ", self.path)] {
+                    out.extend_from_slice(piece);
+                    out.extend_from_slice(text.as_bytes());
+                }
+                out.extend_from_slice(b"\" ");
+                push_uint(out, u64::from(self.status));
+                out.push(b' ');
+                push_millis_1(out, self.duration_ms);
+                out.extend_from_slice(b"ms in=");
+                push_uint(out, self.bytes_in);
+                out.extend_from_slice(b" out=");
+                push_uint(out, self.bytes_out);
                 for (key, value) in [
-                    (&b" reason="[..], self.reason),
+                    (&b" endpoint="[..], Some(self.endpoint)),
+                    (b" upstream=", Some(self.upstream)),
+                    (b" reason=", self.reason),
                     (b" sub=", self.sub),
                     (b" client_id=", self.client_id),
                 ] {
@@ -132,5 +139,20 @@ mod tests {
         assert!(none.render(LogFormat::Text).starts_with("- \"POST"));
         let v: serde_json::Value = serde_json::from_str(&none.render(LogFormat::Json)).unwrap();
         assert_eq!(v["client"], "-");
+        let all = AccessRecord {
+            client: Client(Some("2001:db8::1".parse().unwrap())),
+            status: 403,
+            duration_ms: 12_345.678,
+            reason: Some("tool_denied"),
+            client_id: Some("claude"),
+            ..r
+        };
+        assert_eq!(
+            all.render(LogFormat::Text),
+            "2001:db8::1 \"POST /mcp/a\" 403 12345.7ms in=10 out=20 endpoint=mcp/a upstream=up:80 reason=tool_denied sub=123 client_id=claude"
+        );
+        let v: serde_json::Value = serde_json::from_str(&all.render(LogFormat::Json)).unwrap();
+        assert_eq!(v["client"], "2001:db8::1");
+        assert_eq!(v["duration_ms"], 12_345.678);
     }
 }

@@ -6,6 +6,7 @@ pub mod health;
 pub mod lines;
 pub mod logging;
 pub mod metrics;
+pub mod text;
 
 /// Send one sd_notify(3) message to the datagram socket named by `NOTIFY_SOCKET` (a path,
 /// or `@name` for an abstract socket).

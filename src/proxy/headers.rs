@@ -7,6 +7,7 @@
 //! `X-Forwarded-For/-Proto/-Host` are set fresh. MCP headers (`Mcp-Session-Id`,
 //! `MCP-Protocol-Version`, `Last-Event-ID`, `Accept`, `Mcp-Method`, `Mcp-Name`) are untouched.
 
+use crate::observe::text::IpText;
 use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
@@ -131,35 +132,10 @@ pub fn bearer_value(token: &str) -> Result<http::HeaderValue, HeaderError> {
     Ok(v)
 }
 
-/// An IP address as a header value, formatted on the stack (IPv4 digit by digit: the
-/// formatting machinery costs more than the rest of the header).
+/// An IP address as a header value, formatted on the stack.
 fn ip_value(ip: IpAddr) -> Result<http::HeaderValue, HeaderError> {
-    let mut buf = [0u8; 45];
-    let len = match ip {
-        IpAddr::V4(v4) => {
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                for (place, skip_below) in [(100, 100), (10, 10), (1, 0)] {
-                    if octet >= skip_below {
-                        buf[n] = b'0' + octet / place % 10;
-                        n += 1;
-                    }
-                }
-            }
-            n
-        }
-        IpAddr::V6(_) => {
-            use std::io::Write;
-            let mut w = &mut buf[..];
-            write!(w, "{ip}").map_err(|_| HeaderError("x-forwarded-for"))?;
-            45 - w.len()
-        }
-    };
-    http::HeaderValue::from_bytes(&buf[..len]).map_err(|_| HeaderError("x-forwarded-for"))
+    http::HeaderValue::from_bytes(IpText::new(ip).as_bytes())
+        .map_err(|_| HeaderError("x-forwarded-for"))
 }
 
 /// Why a header rewrite failed: a value that cannot go into a header.
@@ -291,18 +267,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_addresses_as_header_values() {
-        let mut ips: Vec<IpAddr> = vec![
-            "::1".parse().unwrap(),
-            "2001:db8::7:1".parse().unwrap(),
-            "::ffff:198.51.100.7".parse().unwrap(),
-        ];
-        for a in [0u8, 1, 9, 10, 42, 99, 100, 101, 110, 199, 200, 255] {
-            ips.push(IpAddr::from([a, 255 - a, a / 2, 7]));
-        }
-        for ip in ips {
-            assert_eq!(ip_value(ip).unwrap(), ip.to_string().as_str(), "{ip}");
-        }
+    fn client_address_as_a_header_value() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(ip_value(ip).unwrap(), "198.51.100.7");
     }
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {

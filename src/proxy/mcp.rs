@@ -390,25 +390,19 @@ impl Bridge {
                     .checked_sub(now.saturating_duration_since(x.started))
                     .unwrap_or_else(SystemTime::now);
                 AuditRecord {
-                    ts: audit::rfc3339_millis(
-                        started
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .unwrap_or(Duration::ZERO)
-                            .as_millis(),
-                    ),
+                    ts_ms: started
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or(Duration::ZERO)
+                        .as_millis(),
                     event: "tools/call",
                     endpoint,
                     sub: p.and_then(|p| p.sub.as_deref()),
                     username: p.and_then(|p| p.username.as_deref()),
                     client_id: p.and_then(|p| p.client_id.as_deref()),
-                    client_ip: super::client_ip(session).map(|ip| ip.to_string()),
+                    client_ip: super::client_ip(session),
                     session: header_str(session, &MCP_SESSION_ID).map(audit::session_hash),
-                    jsonrpc_id: c
-                        .id
-                        .as_ref()
-                        .map(|id| id.to_value())
-                        .unwrap_or(serde_json::Value::Null),
-                    tool: audit::tool_for_log(c.tool.as_deref().unwrap_or_default()),
+                    jsonrpc_id: c.id.as_ref(),
+                    tool: c.tool.as_deref().unwrap_or_default(),
                     outcome: outcome.as_str(),
                     duration_ms: (took.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
                     bytes_in: ctx.bytes_in.max(ctx.body_read),
