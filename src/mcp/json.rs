@@ -478,35 +478,44 @@ fn plain_len(b: &[u8]) -> Option<usize> {
     end
 }
 
-/// The keys of one object: a short inline list, a hash set once it grows (so that a hostile
-/// object with thousands of keys costs linear time). No allocation for objects of up to
-/// [`KeySet::FEW`] borrowed keys.
+/// The keys of one object: short inline lists (plain keys borrowed, decoded ones copied),
+/// a hash set once they grow (so that a hostile object with thousands of keys costs linear
+/// time). No allocation for objects of up to [`KeySet::FEW`] plain keys.
 #[derive(Default)]
 struct KeySet<'a> {
-    few: [Option<Text<'a>>; KeySet::FEW],
+    plain: [&'a [u8]; KeySet::FEW],
     len: usize,
+    decoded: Vec<String>,
     many: Option<std::collections::HashSet<Text<'a>>>,
 }
 
 impl<'a> KeySet<'a> {
     const FEW: usize = 16;
 
-    /// Add `key` (borrowed keys are not copied); false when it was already there.
+    /// Add `key`; false when it was already there (compared by content).
     fn insert(&mut self, key: &Text<'a>) -> bool {
         if let Some(set) = &mut self.many {
             return set.insert(key.clone());
         }
-        if self.few[..self.len].iter().flatten().any(|k| k == key) {
+        let k = key.as_bytes();
+        if self.plain[..self.len].contains(&k) || self.decoded.iter().any(|d| d.as_bytes() == k) {
             return false;
         }
-        if self.len < Self::FEW {
-            self.few[self.len] = Some(key.clone());
-            self.len += 1;
-        } else {
-            let mut set: std::collections::HashSet<Text<'a>> =
-                self.few.iter_mut().filter_map(Option::take).collect();
-            set.insert(key.clone());
-            self.many = Some(set);
+        match key {
+            Text::Plain(b) if self.len < Self::FEW => {
+                self.plain[self.len] = b;
+                self.len += 1;
+            }
+            Text::Decoded(d) if self.decoded.len() < Self::FEW => self.decoded.push(d.clone()),
+            _ => {
+                let mut set: std::collections::HashSet<Text<'a>> = self.plain[..self.len]
+                    .iter()
+                    .map(|b| Text::Plain(b))
+                    .chain(self.decoded.drain(..).map(Text::Decoded))
+                    .collect();
+                set.insert(key.clone());
+                self.many = Some(set);
+            }
         }
         true
     }
@@ -620,6 +629,28 @@ mod tests {
             Scanner::document(b"{\"a\":\"\xff\"}").is_err(),
             "invalid UTF-8"
         );
+        // Duplicates are found among plain and escaped keys alike, before and after the
+        // inline lists spill into a hash set.
+        for n in [3usize, 16, 17, 40] {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+            let doc = format!("{{{}}}", keys.join(","));
+            assert!(Scanner::document(doc.as_bytes()).is_ok(), "{n} keys");
+            for dup in [r#""k0":1"#, r#""\u006b0":1"#, r#""k\u0031":1"#] {
+                let twice = format!("{{{},{dup}}}", keys.join(","));
+                assert_eq!(
+                    Scanner::document(twice.as_bytes()),
+                    Err(JsonError::DuplicateKey),
+                    "{n} keys and {dup}"
+                );
+            }
+            let escaped: Vec<String> = (0..n).map(|i| format!("\"\\u006b{i}\":{i}")).collect();
+            let mixed = format!("{{{},\"k{}\":0}}", escaped.join(","), n - 1);
+            assert_eq!(
+                Scanner::document(mixed.as_bytes()),
+                Err(JsonError::DuplicateKey),
+                "{n} escaped keys, then the last one plain"
+            );
+        }
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         assert_eq!(Scanner::document(deep.as_bytes()), Err(JsonError::TooDeep));
         let fine = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);

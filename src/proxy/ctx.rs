@@ -14,7 +14,7 @@ pub struct Ctx {
     /// Index of the matched endpoint.
     pub endpoint: Option<usize>,
     /// Path and query for the upstream request.
-    pub upstream_path: Option<String>,
+    pub upstream_path: Option<std::sync::Arc<str>>,
     /// Set when tailbridge refused or failed the request itself.
     pub rejection: Option<Rejection>,
     /// Set when the answer was a built-in route (health).

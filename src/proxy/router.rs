@@ -15,6 +15,7 @@
 //! 5. The query string is passed on byte for byte.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Why a request path could not be routed at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,10 +105,13 @@ pub fn normalise(path: &str) -> Result<NormalPath<'_>, PathError> {
 #[derive(Debug, Clone)]
 struct Route {
     segments: Vec<String>,
+    /// The prefix as configured (already normal): a request for exactly this path needs
+    /// no normalising.
+    prefix: String,
     /// Target path without a trailing `/` (empty for a root target).
     base: String,
     /// Target path exactly as configured, used when nothing remains after the prefix.
-    exact: String,
+    exact: Arc<str>,
     endpoint: usize,
 }
 
@@ -123,8 +127,9 @@ pub struct Router {
 pub struct Match {
     /// Index into the config's endpoint list.
     pub endpoint: usize,
-    /// Path (plus the original query) for the upstream request.
-    pub upstream_path_and_query: String,
+    /// Path (plus the original query) for the upstream request; shared with the table
+    /// when it is the target path itself.
+    pub upstream_path_and_query: Arc<str>,
 }
 
 impl Router {
@@ -140,12 +145,13 @@ impl Router {
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
                     .collect(),
+                prefix: prefix.to_string(),
                 base: target_path.trim_end_matches('/').to_string(),
-                exact: if target_path.is_empty() {
-                    "/".to_string()
+                exact: Arc::from(if target_path.is_empty() {
+                    "/"
                 } else {
-                    target_path.to_string()
-                },
+                    target_path
+                }),
                 endpoint,
             })
             .collect();
@@ -159,6 +165,19 @@ impl Router {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
         };
+        if query.is_none() {
+            // The common request: exactly an endpoint's path. No longer prefix can match it.
+            let bare = path
+                .strip_suffix('/')
+                .filter(|p| !p.is_empty())
+                .unwrap_or(path);
+            if let Some(r) = self.routes.iter().find(|r| r.prefix == bare) {
+                return Ok(Some(Match {
+                    endpoint: r.endpoint,
+                    upstream_path_and_query: r.exact.clone(),
+                }));
+            }
+        }
         let norm = normalise(path)?;
         for r in &self.routes {
             if norm.segments.len() < r.segments.len()
@@ -168,7 +187,7 @@ impl Router {
             }
             let rest = &norm.segments[r.segments.len()..];
             let mut upstream: Cow<'_, str> = if rest.is_empty() {
-                Cow::Borrowed(r.exact.as_str())
+                Cow::Borrowed(&*r.exact)
             } else {
                 let mut s = String::with_capacity(r.base.len() + 32);
                 s.push_str(&r.base);
@@ -189,7 +208,10 @@ impl Router {
             }
             return Ok(Some(Match {
                 endpoint: r.endpoint,
-                upstream_path_and_query: upstream.into_owned(),
+                upstream_path_and_query: match upstream {
+                    Cow::Borrowed(_) => r.exact.clone(),
+                    Cow::Owned(s) => Arc::from(s),
+                },
             }));
         }
         Ok(None)
@@ -243,7 +265,7 @@ mod tests {
             let got = r
                 .route(input)
                 .unwrap()
-                .map(|m| (m.endpoint, m.upstream_path_and_query));
+                .map(|m| (m.endpoint, m.upstream_path_and_query.to_string()));
             let want = want.map(|(e, p)| (e, p.to_string()));
             assert_eq!(got, want, "{input}");
         }
