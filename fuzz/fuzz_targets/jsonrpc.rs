@@ -13,7 +13,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = listed_tools(result);
         }
     }
-    let _ = filter_tools_lists(data, &[Id::Num("1".into()), Id::Str("a".into())], &|t| {
+    let _ = filter_tools_lists(data, &[Id::Int(1), Id::Str("a".into())], &|t| {
         t.len() % 2 == 0
     });
 });

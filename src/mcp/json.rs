@@ -301,6 +301,13 @@ impl<'a> Scanner<'a> {
             self.i = i + 1;
             return Ok(Text::Plain(&self.b[start..i]));
         }
+        // A long run: still no UTF-8 pass when it is ASCII and ends the string.
+        if let Some((n, true)) = plain_run(&self.b[start..]) {
+            if self.b[start + n] == b'"' {
+                self.i = start + n + 1;
+                return Ok(Text::Plain(&self.b[start..start + n]));
+            }
+        }
         self.string_from(start).map(Text::from)
     }
 
@@ -466,16 +473,26 @@ impl<'a> Scanner<'a> {
 }
 
 /// The length of the run of bytes a string can hold unescaped (anything but `"`, `\\` and
-/// control characters) at the start of `b`; `None` when the run reaches the end. A JSON
-/// body is mostly such runs: the terminator is found with a vectorized search, and control
-/// characters (rare) are ruled out in one branch-free pass over the run.
+/// control characters) at the start of `b`; `None` when the run reaches the end.
 fn plain_len(b: &[u8]) -> Option<usize> {
+    plain_run(b).map(|(n, _)| n)
+}
+
+/// [`plain_len`], and whether the run is known to be all ASCII (then it needs no UTF-8
+/// check; never claimed for a run cut by a control character). A JSON
+/// body is mostly such runs: the terminator is found with a vectorized search, and the
+/// run's smallest and largest bytes (vectorized too) rule out control characters (rare)
+/// and tell ASCII apart.
+fn plain_run(b: &[u8]) -> Option<(usize, bool)> {
     let end = memchr::memchr2(b'"', b'\\', b);
     let run = &b[..end.unwrap_or(b.len())];
-    if run.iter().fold(false, |any, &c| any | (c < 0x20)) {
-        return run.iter().position(|&c| c < 0x20);
+    let (low, high) = run
+        .iter()
+        .fold((u8::MAX, 0u8), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    if low < 0x20 {
+        return run.iter().position(|&c| c < 0x20).map(|p| (p, false));
     }
-    end
+    end.map(|n| (n, high < 0x80))
 }
 
 /// The keys of one object: short inline lists (plain keys borrowed, decoded ones copied),
@@ -583,6 +600,14 @@ mod tests {
         ]);
         for c in &cases {
             assert_eq!(plain_len(c), naive(c), "{c:?}");
+            // ASCII is never claimed wrongly, and is always seen where the run ends the
+            // string or an escape begins (where it is used).
+            if let Some((n, ascii)) = plain_run(c) {
+                assert!(!ascii || c[..n].is_ascii(), "{c:?}");
+                if c[n] >= 0x20 {
+                    assert_eq!(ascii, c[..n].is_ascii(), "{c:?}");
+                }
+            }
         }
     }
 
