@@ -182,19 +182,19 @@ impl<A> ProxyProtocolApp<A> {
     }
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ProxyProtocolApp<A> {
-    async fn process_new(
+impl<A: ServerApp + Send + Sync + 'static> ProxyProtocolApp<A> {
+    /// A connection behind the balancer: the header, then every request of the connection.
+    async fn serve_proxied(
         self: &Arc<Self>,
+        headers: &ProxyHeaders,
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let Some(headers) = &self.headers else {
-            return self.inner.process_new(stream, shutdown).await;
-        };
         // A plain listener's connections are pingora's L4 streams.
         let fd = stream.as_any().downcast_ref::<L4Stream>()?.as_raw_fd();
-        headers.accept(stream.as_mut(), fd).await.ok()?;
+        // Boxed: the header read (its timer and buffer) is done with before the requests,
+        // so it is not carried while they are served.
+        Box::pin(headers.accept(stream.as_mut(), fd)).await.ok()?;
         // The header comes once per connection: serve the connection's further requests
         // here rather than handing it back to the accept loop, which would read it again.
         let mut next = self.inner.process_new(stream, shutdown).await;
@@ -202,6 +202,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ProxyProtocolApp<A> {
             next = self.inner.process_new(reused, shutdown).await;
         }
         None
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ProxyProtocolApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        match &self.headers {
+            None => self.inner.process_new(stream, shutdown).await,
+            // The PROXY path's state lives in its own allocation: every open connection
+            // without it (an event stream, say) would otherwise carry it (3.7 KiB).
+            Some(headers) => Box::pin(self.serve_proxied(headers, stream, shutdown)).await,
+        }
     }
 
     async fn cleanup(&self) {

@@ -226,15 +226,13 @@ pub fn secure_response(
     event_stream: bool,
 ) -> Result<(), HeaderError> {
     // One look at the names, and only touch what is there: most upstream answers carry
-    // none of these.
+    // none of these. `Connection` is pingora's: it writes its own on every HTTP/1 response
+    // (replacing the upstream's in place) and removes it for HTTP/2; removing it here
+    // would only turn that replacement into an insert that grows the header map.
     const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    let dropped = |n: &HeaderName| {
-        *n == http::header::SERVER
-            || *n == http::header::CONNECTION
-            || *n == KEEP_ALIVE
-            || *n == PROXY_CONNECTION
-    };
+    let dropped =
+        |n: &HeaderName| *n == http::header::SERVER || *n == KEEP_ALIVE || *n == PROXY_CONNECTION;
     if resp.headers.keys().any(dropped) {
         let names: Vec<HeaderName> = resp
             .headers

@@ -213,6 +213,17 @@ async fn answer(
             ))))
             .unwrap();
     }
+    if path_and_query.contains("/hop-headers") {
+        // An upstream that sends connection-level headers of its own.
+        return Response::builder()
+            .header("content-type", "application/json")
+            .header("connection", "close")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-connection", "close")
+            .header("server", "upstream-test")
+            .body(BoxBody::new(Full::new(Bytes::from_static(b"{}"))))
+            .unwrap();
+    }
     if path_and_query.contains("/accepted") {
         return Response::builder()
             .status(202)

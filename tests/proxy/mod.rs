@@ -81,6 +81,23 @@ async fn routes_on_segment_boundaries_and_keeps_query() {
 }
 
 #[tokio::test]
+async fn connection_level_headers_of_the_upstream_never_reach_the_client() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let c = client();
+    for attempt in 0..2 {
+        let r = c.get(b.url("/mcp/ab/hop-headers")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "attempt {attempt}");
+        for gone in ["keep-alive", "proxy-connection", "server"] {
+            assert!(r.headers().get(gone).is_none(), "{gone} reached the client");
+        }
+        // The client connection's own state, not the upstream's `close`.
+        assert_eq!(r.headers()["connection"], "keep-alive", "attempt {attempt}");
+        assert_eq!(r.text().await.unwrap(), "{}");
+    }
+}
+
+#[tokio::test]
 async fn rewrites_request_and_response_headers() {
     let up = Upstream::start().await;
     let b = Bridge::start("", &endpoints(&up)).await;
