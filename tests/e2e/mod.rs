@@ -25,6 +25,15 @@ impl Drop for Node {
     }
 }
 
+/// Write JSON-RPC messages to a stdio client, one per line.
+fn send_lines(stdin: &mut std::process::ChildStdin, lines: &[&str]) {
+    use std::io::Write;
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+}
+
 /// Start a node script that prints `listening <port>` and return it with its port.
 pub(crate) fn start_node(script: &str, env: &[(&str, &str)]) -> (Node, u16) {
     let dir = e2e_dir();
@@ -413,17 +422,14 @@ async fn mcp_remote_session(register: bool) -> Bridge {
         .stderr(std::fs::File::create(&err_log).unwrap())
         .spawn()
         .unwrap();
-    {
-        use std::io::Write;
-        let stdin = child.stdin.as_mut().unwrap();
-        for line in [
+    // The lifecycle a client keeps: initialize, and nothing else until its answer came.
+    let mut stdin = child.stdin.take().unwrap();
+    send_lines(
+        &mut stdin,
+        &[
             r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#,
-            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
-        ] {
-            writeln!(stdin, "{line}").unwrap();
-        }
-    }
+        ],
+    );
     let child = Node(child);
     // mcp-remote prints the authorize URL it wants a browser to open.
     let prefix = format!("{issuer}/auth?");
@@ -447,36 +453,42 @@ async fn mcp_remote_session(register: bool) -> Bridge {
     browse_to_callback(&auth_url, &format!("http://localhost:{cb_port}/")).await;
     let mut child = child;
     let stdout = child.0.stdout.take().unwrap();
-    // Every line until both answers came (in whichever order), or the output ended.
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut out: Vec<String> = Vec::new();
+    // mcp-remote's output, line by line, as it comes.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            out.push(line);
-            let has = |id: &str| out.iter().any(|l| l.contains(id));
-            if has("\"id\":1") && has("\"id\":2") {
+            if tx.send(line).is_err() {
                 break;
             }
         }
-        out
     });
-    let lines = tokio::time::timeout(HANG_GUARD, lines)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "no tools/list answer; mcp-remote log:\n{}",
-                std::fs::read_to_string(&err_log).unwrap_or_default()
-            )
-        })
-        .unwrap();
+    let mut lines: Vec<String> = Vec::new();
+    for (id, then) in [
+        (
+            "\"id\":1",
+            &[
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            ][..],
+        ),
+        ("\"id\":2", &[][..]),
+    ] {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        while !lines.iter().any(|l| l.contains(id)) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(line)) => lines.push(line),
+                _ => panic!(
+                    "no answer with {id} from mcp-remote; its output: {lines:?}\nits log:\n{}\nbridge log:\n{}",
+                    std::fs::read_to_string(&err_log).unwrap_or_default(),
+                    b.stderr()
+                ),
+            }
+        }
+        send_lines(&mut stdin, then);
+    }
     let answer = |id: &str| -> serde_json::Value {
-        let line = lines.iter().find(|l| l.contains(id)).unwrap_or_else(|| {
-            panic!(
-                "no answer with {id} from mcp-remote; its output: {lines:?}\nits log:\n{}\nbridge log:\n{}",
-                std::fs::read_to_string(&err_log).unwrap_or_default(),
-                b.stderr()
-            )
-        });
+        let line = lines.iter().find(|l| l.contains(id)).unwrap();
         serde_json::from_str(line).unwrap()
     };
     let init = answer("\"id\":1");
@@ -484,7 +496,13 @@ async fn mcp_remote_session(register: bool) -> Bridge {
     let list = answer("\"id\":2");
     let names: Vec<&str> = list["result"]["tools"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "the tools/list answer has no tools: {list}\nmcp-remote's output: {lines:?}\nits log:\n{}\nbridge log:\n{}",
+                std::fs::read_to_string(&err_log).unwrap_or_default(),
+                b.stderr()
+            )
+        })
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
