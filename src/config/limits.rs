@@ -60,15 +60,12 @@ pub(super) fn limits(e: &mut Errors, raw: RawLimits) -> Limits {
     if max_header_bytes > 1 << 20 {
         e.add("limits.max_header_bytes", "must be at most 1MiB");
     }
-    let max_headers = e.num(
+    let max_headers = e.count_between(
         "limits.max_headers",
         raw.max_headers,
         DEFAULT_MAX_HEADERS,
-        "a whole number",
+        1..=256,
     );
-    if max_headers == 0 || max_headers > 256 {
-        e.add("limits.max_headers", "must be between 1 and 256");
-    }
     Limits {
         max_request_body,
         max_header_bytes,

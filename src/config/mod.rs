@@ -218,6 +218,24 @@ impl Errors {
         }
     }
 
+    /// A whole number that must lie in `range` (said as "between LOW and HIGH").
+    fn count_between(
+        &mut self,
+        path: &str,
+        v: Option<Num<usize>>,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> usize {
+        let n = self.num(path, v, default, "a whole number");
+        if !range.contains(&n) {
+            self.add(
+                path,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+        }
+        n
+    }
+
     fn duration(&mut self, path: &str, v: Option<&DurationValue>, default: Duration) -> Duration {
         match v.map(parse_duration) {
             None => default,

@@ -139,10 +139,7 @@ pub(super) fn server(e: &mut Errors, raw: RawServer) -> Server {
             None
         }
     });
-    let threads = e.num("server.threads", raw.threads, 1, "a whole number");
-    if threads == 0 || threads > 256 {
-        e.add("server.threads", "must be between 1 and 256");
-    }
+    let threads = e.count_between("server.threads", raw.threads, 1, 1..=256);
     Server {
         listen,
         strip_request_headers,

@@ -33,11 +33,13 @@ fn check_accepts_every_shipped_config() {
 fn invalid_config_exits_64_with_every_error() {
     let (code, _, err) = run_cli(
         &["check"],
-        Some("server:\n  listen: \"8.8.8.8:80\"\nendpoints:\n  - path: nope\n    target: ftp://x\n  - path: /a\n    target: http://h\n    enabeld: true\n"),
+        Some("server:\n  listen: \"8.8.8.8:80\"\n  threads: 0\nlimits:\n  max_headers: 257\nendpoints:\n  - path: nope\n    target: ftp://x\n  - path: /a\n    target: http://h\n    enabeld: true\n"),
     );
     assert_eq!(code, 64);
     for needle in [
         "server.listen: must be a loopback",
+        "server.threads: must be between 1 and 256",
+        "limits.max_headers: must be between 1 and 256",
         "endpoints[0].path: must start with /",
         "endpoints[0].target: scheme must be http or https",
         "endpoints[1].enabeld: unknown key",
