@@ -302,20 +302,23 @@ impl<'a> Scanner<'a> {
             return Ok(Text::Plain(&self.b[start..i]));
         }
         // A long run: still no UTF-8 pass when it is ASCII and ends the string.
-        if let Some((n, true)) = plain_run(&self.b[start..]) {
-            if self.b[start + n] == b'"' {
-                self.i = start + n + 1;
-                return Ok(Text::Plain(&self.b[start..start + n]));
-            }
+        let (n, ascii) = plain_run(&self.b[start..]).ok_or(JsonError::Syntax(self.b.len()))?;
+        if ascii && self.b[start + n] == b'"' {
+            self.i = start + n + 1;
+            return Ok(Text::Plain(&self.b[start..start + n]));
         }
-        self.string_from(start).map(Text::from)
+        self.string_after(start, n).map(Text::from)
     }
 
     /// The string whose text starts at `start` (just after its opening quote).
     fn string_from(&mut self, start: usize) -> Result<Cow<'a, str>, JsonError> {
-        self.i = start;
         let plain = plain_len(&self.b[start..]).ok_or(JsonError::Syntax(self.b.len()))?;
-        self.i += plain;
+        self.string_after(start, plain)
+    }
+
+    /// The string whose text starts at `start` and whose first `plain` bytes are plain.
+    fn string_after(&mut self, start: usize, plain: usize) -> Result<Cow<'a, str>, JsonError> {
+        self.i = start + plain;
         if self.b[self.i] == b'"' {
             // The common case, kept short: no escape.
             let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.err())?;

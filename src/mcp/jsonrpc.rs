@@ -23,13 +23,10 @@ impl Id {
     /// Read an id value (string or number); `None` for anything else.
     pub fn parse(raw: &[u8]) -> Option<Id> {
         match kind(raw) {
-            Kind::Number => {
-                let text = std::str::from_utf8(raw).ok()?;
-                Some(match integer(raw) {
-                    Some(i) => Id::Int(i),
-                    None => Id::Num(text.into()),
-                })
-            }
+            Kind::Number => match integer(raw) {
+                Some(i) => Some(Id::Int(i)),
+                None => std::str::from_utf8(raw).ok().map(|s| Id::Num(s.into())),
+            },
             Kind::String => as_str(raw).map(|s| Id::Str(s.into())),
             _ => None,
         }
