@@ -233,16 +233,15 @@ pub fn secure_response(
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     let dropped =
         |n: &HeaderName| *n == http::header::SERVER || *n == KEEP_ALIVE || *n == PROXY_CONNECTION;
-    if resp.headers.keys().any(dropped) {
-        let names: Vec<HeaderName> = resp
-            .headers
-            .keys()
-            .filter(|n| dropped(n))
-            .cloned()
-            .collect();
-        for name in &names {
-            resp.remove_header(name);
-        }
+    // (An empty list does not allocate.)
+    let names: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|n| dropped(n))
+        .cloned()
+        .collect();
+    for name in &names {
+        resp.remove_header(name);
     }
     resp.insert_header(
         "x-content-type-options",
