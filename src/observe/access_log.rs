@@ -16,7 +16,7 @@ pub struct Client(pub Option<std::net::IpAddr>);
 impl std::fmt::Display for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(ip) => f.write_str(std::str::from_utf8(IpText::new(ip).as_bytes()).unwrap_or("-")),
+            Some(ip) => f.write_str(IpText::new(ip).as_str()),
             None => f.write_str("-"),
         }
     }

@@ -153,8 +153,8 @@ fn json_record(out: &mut Vec<u8>, target: &str, msg: &str, secs: u64, millis: u3
     out.extend_from_slice(br#","target":"#);
     let _ = serde_json::to_writer(&mut *out, target);
     out.extend_from_slice(br#","ts":""#);
-    out.extend_from_slice(&rfc3339_seconds(secs)[..19]);
-    let _ = write!(out, ".{millis:03}Z\"}}");
+    super::text::push_rfc3339_millis(out, u128::from(secs) * 1000 + u128::from(millis));
+    out.extend_from_slice(br#""}"#);
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (UTC), as env_logger prints.

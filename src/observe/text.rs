@@ -44,6 +44,11 @@ impl IpText {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+
+    pub fn as_str(&self) -> &str {
+        // Digits, dots, colons and hex letters: always UTF-8.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// Append `n` in decimal.
