@@ -319,6 +319,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             a.clone(),
             connector.as_ref(),
             metrics.clone(),
+            &config.endpoints,
+            config.tls.mode != crate::config::TlsMode::Off,
         )?)),
         None => None,
     };

@@ -2,7 +2,7 @@
 //! `/readyz`, `/livez`, `/doctor` and `/doctor.json` (the doctor, run inside the bridge).
 //! Bind it to loopback or a private interface; it has no authentication.
 
-mod status;
+pub mod status;
 
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;

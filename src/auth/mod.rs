@@ -5,6 +5,7 @@
 //! RFC 8414), [`ratelimit`] protects the IdP, [`userinfo`] reads tool grants from tsidp.
 
 pub mod bearer;
+pub mod broker;
 pub mod introspect;
 pub mod metadata;
 pub mod ratelimit;
@@ -33,6 +34,8 @@ pub struct AuthRuntime {
     /// tsidp's base URL without a trailing slash.
     pub idp_base: String,
     pub registrations: KeyedLimiter,
+    /// The OAuth broker (`auth.broker.enabled`).
+    pub broker: Option<broker::Broker>,
 }
 
 /// Why auth could not be set up.
@@ -42,16 +45,22 @@ pub enum AuthSetupError {
     Secret(#[source] SecretError),
     #[error("building the IdP HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("{0}")]
+    Broker(#[from] broker::BrokerSetupError),
 }
 
 /// The key all `/register` calls share in the registration rate limiter.
 pub const REGISTRATION_KEY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 impl AuthRuntime {
+    /// `endpoints` and `tls` matter only to the broker: the resources it grants and whether
+    /// its cookies are `__Host-`/`Secure`.
     pub fn new(
         cfg: Auth,
         connector: &dyn Connector,
         metrics: Arc<Metrics>,
+        endpoints: &[crate::config::Endpoint],
+        tls: bool,
     ) -> Result<Self, AuthSetupError> {
         let secret = cfg
             .client_secret
@@ -93,10 +102,40 @@ impl AuthRuntime {
         }
         let cfg = Arc::new(cfg);
         let metadata = Arc::new(metadata::AsMetadata::new(&cfg.issuer, cfg.metadata_refresh));
+        let idp_base = cfg.issuer.as_str().trim_end_matches('/').to_string();
+        let broker = match &cfg.broker {
+            Some(b) => Some(broker::Broker::new(
+                b.clone(),
+                broker::Idp {
+                    http: http.clone(),
+                    client_id: cfg.client_id.clone(),
+                    secret: secret.clone(),
+                    metadata: metadata.clone(),
+                    issuer: idp_base.clone(),
+                    introspection_url: cfg.introspection_url.to_string(),
+                    max_bytes: cfg.introspection.max_response_bytes,
+                    timeout: cfg.introspection.timeout,
+                    tool_grants_claim: cfg.tool_grants_claim.clone(),
+                },
+                cfg.public_origin.clone(),
+                tls,
+                endpoints
+                    .iter()
+                    .filter(|e| e.enabled)
+                    .map(|e| broker::Resource {
+                        path: e.path.clone(),
+                        url: format!("{}{}", cfg.public_origin, e.path),
+                    })
+                    .collect(),
+                metrics.clone(),
+            )?),
+            None => None,
+        };
         Ok(AuthRuntime {
+            broker,
             verifier: Verifier::new(cfg.clone(), http.clone(), secret, metrics, metadata.clone()),
             metadata,
-            idp_base: cfg.issuer.as_str().trim_end_matches('/').to_string(),
+            idp_base,
             registrations: KeyedLimiter::new(
                 f64::from(cfg.registration.per_minute) / 60.0,
                 cfg.registration.per_minute,
@@ -108,6 +147,9 @@ impl AuthRuntime {
 
     /// The authorization server the bridge advertises in its PRM documents.
     pub fn advertised_server(&self) -> &str {
+        if self.broker.is_some() {
+            return &self.cfg.public_origin;
+        }
         match self.cfg.advertise {
             crate::config::Advertise::Bridge => &self.cfg.public_origin,
             crate::config::Advertise::Idp => &self.idp_base,

@@ -30,6 +30,7 @@ pub(super) const AUTH_KEYS: &[&str] = &[
     "metadata_refresh",
     "allow_loopback_idp",
     "tool_grants_claim",
+    "broker",
 ];
 
 pub(super) const IDENTITY_HEADER_KEYS: &[&str] = &["subject", "username", "client_id"];
@@ -124,6 +125,8 @@ pub struct Auth {
     pub allow_loopback_idp: bool,
     /// The `/userinfo` claim that carries tool grants from the Tailscale policy file.
     pub tool_grants_claim: Option<String>,
+    /// The OAuth broker (`auth.broker.enabled`), or `None` when off.
+    pub broker: Option<super::broker::Broker>,
 }
 
 /// Default cap on how long an active introspection result is trusted (requirements #8).
@@ -187,6 +190,7 @@ pub struct RawAuth {
     pub metadata_refresh: Option<DurationValue>,
     pub allow_loopback_idp: Option<bool>,
     pub tool_grants_claim: Option<String>,
+    pub broker: Option<super::broker::RawBroker>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -464,6 +468,9 @@ pub(super) fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Op
     let public_origin = public_url
         .or(audience.as_ref())
         .and_then(|u| normalise_origin(u.origin().ascii_serialization().as_str()));
+    let broker = raw
+        .broker
+        .and_then(|b| super::broker::broker(e, b, public_origin.as_deref()));
     Some(Auth {
         issuer: issuer?,
         audience: audience?,
@@ -482,5 +489,6 @@ pub(super) fn auth(e: &mut Errors, raw: RawAuth, public_url: Option<&Url>) -> Op
         metadata_refresh,
         allow_loopback_idp: raw.allow_loopback_idp.unwrap_or(false),
         tool_grants_claim,
+        broker,
     })
 }

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod broker;
 pub mod endpoints;
 mod fields;
 pub mod health;
@@ -153,6 +154,10 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("auth.cache", auth::TOKEN_CACHE_KEYS),
     ("auth.introspection", auth::INTROSPECTION_KEYS),
     ("auth.registration", auth::REGISTRATION_KEYS),
+    ("auth.broker", broker::BROKER_KEYS),
+    ("auth.broker.dcr", broker::DCR_KEYS),
+    ("auth.broker.cimd", broker::CIMD_KEYS),
+    ("auth.broker.cimd.pinned[]", broker::PINNED_KEYS),
     ("tls", tls::TLS_KEYS),
     ("tls.acme", tls::ACME_KEYS),
     ("tls.acme.eab", tls::EAB_KEYS),

@@ -52,6 +52,81 @@ pub struct Metrics {
     pub mcp_request_seconds: HistogramVec,
     pub userinfo: IntCounterVec,
     pub proxy_protocol_refused: IntCounterVec,
+    pub oauth: OauthMetrics,
+}
+
+/// The OAuth broker's counters (`auth.broker`).
+pub struct OauthMetrics {
+    /// `tailbridge_oauth_authorizations_total{outcome}`: started, refused, idp_error.
+    pub authorizations: IntCounterVec,
+    /// `tailbridge_oauth_consents_total{decision}`: allow, deny.
+    pub consents: IntCounterVec,
+    /// `tailbridge_oauth_tokens_total{grant, outcome}`.
+    pub tokens: IntCounterVec,
+    /// `tailbridge_oauth_cimd_fetches_total{outcome}`.
+    pub cimd_fetches: IntCounterVec,
+    /// `tailbridge_oauth_registrations_total{outcome}`: ok, invalid, rate_limited.
+    pub registrations: IntCounterVec,
+}
+
+impl OauthMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(v.clone()))?;
+            Ok(v)
+        };
+        let m = OauthMetrics {
+            authorizations: vec(
+                "tailbridge_oauth_authorizations_total",
+                "Broker authorization requests, by outcome: started (sent to tsidp), refused (bad \
+                 request at /authorize) or idp_error (tsidp's callback failed).",
+                &["outcome"],
+            )?,
+            consents: vec(
+                "tailbridge_oauth_consents_total",
+                "Consent decisions on the broker's consent page, by decision: allow or deny.",
+                &["decision"],
+            )?,
+            tokens: vec(
+                "tailbridge_oauth_tokens_total",
+                "Token requests the broker answered, by grant (authorization_code, refresh_token) \
+                 and outcome (ok, reused, invalid_grant, invalid_client, invalid_request, \
+                 idp_unavailable).",
+                &["grant", "outcome"],
+            )?,
+            cimd_fetches: vec(
+                "tailbridge_oauth_cimd_fetches_total",
+                "Client ID metadata document fetches, by outcome: ok, forbidden_address, \
+                 fetch_error, http_error or invalid.",
+                &["outcome"],
+            )?,
+            registrations: vec(
+                "tailbridge_oauth_registrations_total",
+                "Dynamic client registrations at the broker, by outcome: ok, invalid or \
+                 rate_limited.",
+                &["outcome"],
+            )?,
+        };
+        for o in ["started", "refused", "idp_error"] {
+            m.authorizations.with_label_values(&[o]);
+        }
+        for d in ["allow", "deny"] {
+            m.consents.with_label_values(&[d]);
+        }
+        for g in ["authorization_code", "refresh_token"] {
+            for o in ["ok", "invalid_grant", "invalid_client", "invalid_request", "idp_unavailable"] {
+                m.tokens.with_label_values(&[g, o]);
+            }
+        }
+        for o in ["ok", "forbidden_address", "fetch_error", "http_error", "invalid"] {
+            m.cimd_fetches.with_label_values(&[o]);
+        }
+        for o in ["ok", "invalid", "rate_limited"] {
+            m.registrations.with_label_values(&[o]);
+        }
+        Ok(m)
+    }
 }
 
 /// TLS handshake failures are reported by pingora's accept loop through the log; the logger
@@ -303,6 +378,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::FEATURES])
             .set(1);
+        let oauth = OauthMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
@@ -332,6 +408,7 @@ impl Metrics {
             mcp_request_seconds,
             userinfo,
             proxy_protocol_refused,
+            oauth,
         })
     }
 

@@ -147,11 +147,12 @@ pub struct Bridge {
 }
 
 /// The `endpoint` labels of requests no endpoint answers: the OAuth routes, then `-`.
-const ROUTE_LABELS: [&str; 5] = [
+const ROUTE_LABELS: [&str; 6] = [
     "_well_known",
     "_authorize",
     "_token",
     "_register",
+    "_oauth",
     NO_ENDPOINT,
 ];
 
@@ -402,10 +403,15 @@ impl Bridge {
     /// Step 4: method, origin and declared body size.
     fn admit(&self, req: &RequestHeader) -> Result<(), Rejection> {
         use http::Method;
-        if !matches!(
-            req.method,
-            Method::GET | Method::POST | Method::DELETE | Method::OPTIONS
-        ) {
+        // HEAD on an auth-protected endpoint gets its 401 challenge first (clients probe
+        // with it); refused with 405 after authentication.
+        let head_probe = req.method == Method::HEAD && self.auth.is_some();
+        if !head_probe
+            && !matches!(
+                req.method,
+                Method::GET | Method::POST | Method::DELETE | Method::OPTIONS
+            )
+        {
             return Err(Rejection::MethodNotAllowed);
         }
         if let Some(origin) = req.headers.get(http::header::ORIGIN) {
@@ -685,6 +691,9 @@ impl ProxyHttp for Bridge {
         }
         if let Some(done) = self.authenticate(session, ctx).await {
             return done;
+        }
+        if session.req_header().method == http::Method::HEAD {
+            return self.refuse(session, ctx, Rejection::MethodNotAllowed).await;
         }
         if let Some(done) = self.inspect(session, ctx).await {
             return done;

@@ -24,6 +24,26 @@ const JSON: &str = "application/json";
 /// Discovery documents are public; let browser-based clients read them.
 const CORS: (&str, &str) = ("access-control-allow-origin", "*");
 
+/// A header's value as text, owned (so the session can be borrowed mutably after).
+fn header_text(req: &pingora::http::RequestHeader, name: http::header::HeaderName) -> Option<String> {
+    req.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Read the whole request body; `Ok(None)` when it is larger than `max`.
+async fn read_body(session: &mut Session, max: usize) -> pingora::Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > max {
+            return Ok(None);
+        }
+    }
+    Ok(Some(body))
+}
+
 fn is_get(session: &Session) -> bool {
     matches!(
         session.req_header().method,
@@ -94,6 +114,31 @@ impl Bridge {
             .metadata
             .get(&auth.http, auth.cfg.introspection.max_response_bytes)
             .await;
+        if let Some(broker) = &auth.broker {
+            // The broker is the authorization server: its own document, over tsidp's
+            // (which adds what it knows, such as `userinfo_endpoint`) when reachable.
+            let mut doc = match &fetched {
+                Ok(serde_json::Value::Object(m)) => m.clone(),
+                _ => serde_json::Map::new(),
+            };
+            for drop in ["introspection_endpoint", "revocation_endpoint", "jwks_uri", "end_session_endpoint", "userinfo_endpoint"] {
+                doc.remove(drop);
+            }
+            if let serde_json::Value::Object(own) = broker.metadata() {
+                doc.extend(own);
+            }
+            ctx.status = 200;
+            respond::send(
+                session,
+                200,
+                JSON,
+                &[CORS],
+                Bytes::from(serde_json::Value::Object(doc).to_string()),
+                self.hsts(),
+            )
+            .await?;
+            return Ok(true);
+        }
         let doc = fetched.as_ref().ok().and_then(|v| {
             metadata::rewrite_as_metadata(
                 v,
@@ -154,6 +199,12 @@ impl Bridge {
                 if !is_get(session) {
                     return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
                 }
+                if let Some(broker) = &auth.broker {
+                    let query = session.req_header().uri.query().map(str::to_string);
+                    if let Some(reply) = broker.authorize(query.as_deref()).await {
+                        return Some(self.send_reply(session, ctx, reply).await);
+                    }
+                }
                 // The query goes on byte for byte (requirements #12).
                 let mut location = auth.authorization_endpoint();
                 if let Some(q) = session.req_header().uri.query() {
@@ -174,10 +225,68 @@ impl Bridge {
                     .map(|()| true),
                 )
             }
+            crate::auth::broker::CALLBACK_PATH if auth.broker.is_some() => {
+                ctx.label = Some("_oauth");
+                if !is_get(session) {
+                    return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+                }
+                let broker = auth.broker.as_ref()?;
+                let req = session.req_header();
+                let query = req.uri.query().map(str::to_string);
+                let cookies = header_text(req, http::header::COOKIE);
+                let reply = broker.callback(query.as_deref(), cookies.as_deref()).await;
+                Some(self.send_reply(session, ctx, reply).await)
+            }
+            crate::auth::broker::CONSENT_PATH if auth.broker.is_some() => {
+                ctx.label = Some("_oauth");
+                if session.req_header().method != http::Method::POST {
+                    return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+                }
+                let broker = auth.broker.as_ref()?;
+                let req = session.req_header();
+                let cookies = header_text(req, http::header::COOKIE);
+                let origin = header_text(req, http::header::ORIGIN);
+                let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                    Err(e) => return Some(Err(e)),
+                };
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let reply = broker
+                    .consent(&body, cookies.as_deref(), origin.as_deref())
+                    .await;
+                Some(self.send_reply(session, ctx, reply).await)
+            }
             "/token" => {
                 ctx.label = Some("_token");
                 if session.req_header().method != http::Method::POST {
                     return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+                }
+                if let Some(broker) = &auth.broker {
+                    session.enable_retry_buffering();
+                    let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let pairs = crate::auth::broker::form(&String::from_utf8_lossy(&body));
+                    let authz = header_text(session.req_header(), http::header::AUTHORIZATION);
+                    match crate::auth::broker::presented(authz.as_deref(), &pairs) {
+                        Ok(p) if broker.owns_token_request(&pairs, &p) => {
+                            let reply = broker.token(&pairs, p).await;
+                            return Some(self.send_reply(session, ctx, reply).await);
+                        }
+                        Ok(_) => {}
+                        Err(why) => {
+                            let reply = crate::auth::broker::Reply {
+                                status: 400,
+                                content_type: JSON,
+                                headers: vec![("cache-control", "no-store".into())],
+                                body: json!({"error": "invalid_request", "error_description": why}).to_string(),
+                            };
+                            return Some(self.send_reply(session, ctx, reply).await);
+                        }
+                    }
                 }
                 let idp_path = format!("{}/token", auth.cfg.issuer.path().trim_end_matches('/'));
                 ctx.idp_path = Some(idp_path);
@@ -185,16 +294,60 @@ impl Bridge {
             }
             "/register" => {
                 ctx.label = Some("_register");
-                if !auth.cfg.registration.enabled {
-                    return Some(self.refuse(session, ctx, Rejection::NotFound).await);
-                }
                 if session.req_header().method != http::Method::POST {
                     return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
+                }
+                if let Some(broker) = &auth.broker {
+                    let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let reply = broker.register(&body, client_ip(session));
+                    return Some(self.send_reply(session, ctx, reply).await);
+                }
+                if !auth.cfg.registration.enabled {
+                    ctx.status = 404;
+                    ctx.rejection = Some(Rejection::NotFound);
+                    let b = json!({
+                        "error": "registration_disabled",
+                        "error_description": "dynamic client registration is off at this bridge: turn on auth.broker (the bridge registers clients itself) or auth.registration (proxied to tsidp), or give the client a client id and secret registered at tsidp",
+                    });
+                    return Some(
+                        respond::send(session, 404, JSON, &[], Bytes::from(b.to_string()), self.hsts())
+                            .await
+                            .map(|()| true),
+                    );
                 }
                 Some(self.register(session, ctx, auth).await)
             }
             _ => None,
         }
+    }
+
+    /// Send a reply the broker made.
+    async fn send_reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        reply: crate::auth::broker::Reply,
+    ) -> pingora::Result<bool> {
+        ctx.status = reply.status;
+        let extra: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        respond::send(
+            session,
+            reply.status,
+            reply.content_type,
+            &extra,
+            Bytes::from(reply.body),
+            self.hsts(),
+        )
+        .await
+        .map(|()| true)
     }
 
     async fn register(
@@ -332,11 +485,16 @@ impl Bridge {
                     Err(AuthError::Missing)
                 }
                 bearer::Presented::Malformed => Err(AuthError::Malformed),
-                bearer::Presented::Token(t) => {
-                    auth.verifier
-                        .verify(t, client_ip(session), &route.public_url)
-                        .await
-                }
+                bearer::Presented::Token(t) => match &auth.broker {
+                    Some(b) if crate::auth::broker::Broker::is_broker_token(t) => {
+                        b.verify(t, &route.public_url).map(std::sync::Arc::new)
+                    }
+                    _ => {
+                        auth.verifier
+                            .verify(t, client_ip(session), &route.public_url)
+                            .await
+                    }
+                },
             }
         };
         match result {
