@@ -2,6 +2,7 @@
 
 mod acme;
 mod auth;
+mod broker;
 mod cli;
 mod common;
 mod doctor;

@@ -540,6 +540,11 @@ impl Bridge {
         Self::launch("", body, env, false, Some(port)).await
     }
 
+    /// Start on a port chosen by the caller (an IdP must know the callback URL first).
+    pub async fn start_on(port: u16, server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
+        Self::launch(server_extra, body, env, true, Some(port)).await
+    }
+
     pub async fn start_with_env(server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
         Self::launch(server_extra, body, env, true, None).await
     }

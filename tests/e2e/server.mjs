@@ -9,7 +9,7 @@ import { z } from "zod";
 
 const port = Number(process.env.PORT || 0);
 const transports = new Map();
-const stats = { posts: 0, gets: 0, deletes: 0, hosts: [], authorization: [], origins: [], calls: [] };
+const stats = { posts: 0, gets: 0, deletes: 0, hosts: [], authorization: [], origins: [], calls: [], clientIds: [], users: [] };
 
 function newServer() {
   const server = new McpServer({ name: "e2e-upstream", version: "1.0.0" });
@@ -62,6 +62,8 @@ const httpServer = http.createServer(async (req, res) => {
     stats.hosts.push(req.headers.host || "");
     if (req.headers.authorization) stats.authorization.push(req.headers.authorization);
     if (req.headers.origin) stats.origins.push(req.headers.origin);
+    if (req.headers["x-tailbridge-client-id"]) stats.clientIds.push(req.headers["x-tailbridge-client-id"]);
+    if (req.headers["x-tailbridge-user"]) stats.users.push(req.headers["x-tailbridge-user"]);
     const sid = req.headers["mcp-session-id"];
     if (req.method === "POST") {
       stats.posts++;
