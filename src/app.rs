@@ -321,6 +321,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             metrics.clone(),
             &config.endpoints,
             config.tls.mode != crate::config::TlsMode::Off,
+            health.oauth.clone(),
         )?)),
         None => None,
     };

@@ -294,6 +294,21 @@ pub fn warnings(config: &Config) -> Vec<String> {
     if config.auth.is_some() && config.tls.mode == TlsMode::Off {
         w.push("auth is on but TLS is off: run behind a TLS-terminating proxy".into());
     }
+    if let Some(a) = &config.auth {
+        if a.broker.is_some() && a.registration.enabled {
+            w.push(
+                "auth.registration does not apply while auth.broker is enabled: /register is the \
+                 broker's own (it never calls tsidp's)"
+                    .into(),
+            );
+        }
+        if a.broker.is_some() {
+            w.push(format!(
+                "auth.broker: tsidp's client `{}` must list the redirect URI {}/oauth/callback",
+                a.client_id, a.public_origin
+            ));
+        }
+    }
     for (i, ep) in config.endpoints.iter().enumerate() {
         if let Some(src) = &ep.upstream_token {
             if let Err(e) = src.resolve() {

@@ -259,6 +259,38 @@ pub fn page(config: &Config, health: &Health, metrics: &Metrics) -> String {
         }
         h.push_str("</table>");
     }
+    // OAuth broker
+    if config.auth.as_ref().is_some_and(|a| a.broker.is_some()) {
+        h.push_str("<h2>OAuth broker</h2>");
+        let _ = write!(
+            h,
+            "<p id=oauth-summary>authorizations started {} · allowed {} · denied {} · refused {} · tokens issued {} · refreshes {}</p>",
+            sum(&f, "tailbridge_oauth_authorizations_total", &[("outcome", "started")]),
+            sum(&f, "tailbridge_oauth_consents_total", &[("decision", "allow")]),
+            sum(&f, "tailbridge_oauth_consents_total", &[("decision", "deny")]),
+            sum(&f, "tailbridge_oauth_authorizations_total", &[("outcome", "refused")]),
+            sum(&f, "tailbridge_oauth_tokens_total", &[("grant", "authorization_code"), ("outcome", "ok")]),
+            sum(&f, "tailbridge_oauth_tokens_total", &[("grant", "refresh_token"), ("outcome", "ok")]),
+        );
+        let events = health.oauth.snapshot();
+        if events.is_empty() {
+            h.push_str("<p class=muted>No authorizations yet.</p>");
+        } else {
+            h.push_str("<table id=oauth><tr><th>when</th><th>what</th><th>user</th><th>client</th><th>resource</th></tr>");
+            for e in events.iter().rev() {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    ago(e.at),
+                    esc(&e.what),
+                    esc(&e.user),
+                    esc(&e.client),
+                    esc(&e.resource)
+                );
+            }
+            h.push_str("</table>");
+        }
+    }
     // TLS
     h.push_str("<h2>TLS</h2>");
     match health.certificate.get().and_then(|c| c.facts()) {

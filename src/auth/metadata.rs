@@ -65,6 +65,12 @@ pub fn rewrite_as_metadata(
     }
     if advertise == Advertise::Bridge {
         doc.insert("issuer".into(), json!(origin));
+        // Some clients refuse metadata whose endpoints sit on another origin than `issuer`;
+        // the bridge's `/authorize` answers with a 302 to tsidp's.
+        doc.insert(
+            "authorization_endpoint".into(),
+            json!(format!("{origin}/authorize")),
+        );
         // RFC 9207: a client told that authorization responses carry `iss` requires it to
         // equal the issuer above, but the IdP (which redirects the browser itself) would
         // send its own, and tsidp sends none. Do not promise it.
@@ -235,7 +241,7 @@ mod tests {
         assert!(b.get("registration_endpoint").is_none());
         assert_eq!(
             b["authorization_endpoint"],
-            "https://idp.t.ts.net/authorize"
+            "https://mcp.example.com/authorize"
         );
         assert_eq!(
             b["code_challenge_methods_supported"],
@@ -247,6 +253,10 @@ mod tests {
             .is_none());
         let i = rewrite_as_metadata(&tsidp, o, Advertise::Idp, true).unwrap();
         assert_eq!(i["issuer"], "https://idp.t.ts.net");
+        assert_eq!(
+            i["authorization_endpoint"],
+            "https://idp.t.ts.net/authorize"
+        );
         assert_eq!(
             i["registration_endpoint"],
             "https://mcp.example.com/register"

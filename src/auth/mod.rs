@@ -61,6 +61,7 @@ impl AuthRuntime {
         metrics: Arc<Metrics>,
         endpoints: &[crate::config::Endpoint],
         tls: bool,
+        oauth_events: Arc<crate::observe::health::OauthEvents>,
     ) -> Result<Self, AuthSetupError> {
         let secret = cfg
             .client_secret
@@ -128,6 +129,7 @@ impl AuthRuntime {
                     })
                     .collect(),
                 metrics.clone(),
+                oauth_events,
             )?),
             None => None,
         };

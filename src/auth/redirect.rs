@@ -3,7 +3,8 @@
 //! Entries match exactly, with one exception (RFC 8252 §7.3): native clients listen on a
 //! loopback port they pick at run time (mcp-remote derives it, Claude Code and VS Code choose
 //! one), so an entry written for a loopback host — `127.0.0.1`, `[::1]` or `localhost` — with
-//! no port, or with the port `*`, matches that scheme, host and path on any port.
+//! no port, or with the port `*`, matches that scheme and host on any port, with that path
+//! or a path under it (`/callback` allows `/callback/<id>`).
 
 /// An allowed entry, as `check` validates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +77,15 @@ pub fn allows(entry: &AllowedRedirect, uri: &str) -> bool {
                 Some(q) => format!("{}?{q}", u.path()),
                 None => u.path().to_string(),
             };
-            uhost == *host && upq == *path_and_query
+            // The path matches exactly or as a prefix at a segment boundary
+            // (`/callback` allows `/callback/<id>`, as some clients add a per-server id).
+            let under = |p: &str| {
+                upq.strip_prefix(p)
+                    .is_some_and(|rest| p.ends_with('/') || rest.starts_with('/'))
+            };
+            uhost == *host
+                && (upq == *path_and_query
+                    || (!path_and_query.contains('?') && under(path_and_query)))
         }
     }
 }
@@ -109,6 +118,17 @@ mod tests {
                 true,
             ),
             ("http://[::1]/cb", "http://[::1]:4000/cb", true),
+            // a path prefix at a segment boundary (`/callback/<server id>`)
+            (
+                "http://localhost/callback",
+                "http://localhost:7777/callback/b1946ac9",
+                true,
+            ),
+            (
+                "http://localhost/callback",
+                "http://localhost:7777/callbackx",
+                false,
+            ),
             // path, query, host and scheme still match exactly
             (
                 "http://127.0.0.1/callback",

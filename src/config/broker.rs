@@ -137,7 +137,11 @@ pub struct RawPinned {
 /// The default key file when none is named.
 pub const DEFAULT_KEY_FILE: &str = "/var/lib/tailbridge/broker.key";
 
-pub(super) fn broker(e: &mut Errors, raw: RawBroker, public_origin: Option<&str>) -> Option<Broker> {
+pub(super) fn broker(
+    e: &mut Errors,
+    raw: RawBroker,
+    public_origin: Option<&str>,
+) -> Option<Broker> {
     const P: &str = "auth.broker";
     e.unknown(P, &raw.unknown, BROKER_KEYS);
     let key_files: Vec<PathBuf> = match (raw.key_file, raw.key_files) {
@@ -166,8 +170,18 @@ pub(super) fn broker(e: &mut Errors, raw: RawBroker, public_origin: Option<&str>
     let d = |e: &mut Errors, key: &str, v: Option<DurationValue>, default: Duration| {
         e.duration(&format!("{P}.{key}"), v.as_ref(), default)
     };
-    let access_token_ttl = d(e, "access_token_ttl", raw.access_token_ttl, DEFAULT_ACCESS_TOKEN_TTL);
-    let refresh_token_ttl = d(e, "refresh_token_ttl", raw.refresh_token_ttl, DEFAULT_REFRESH_TOKEN_TTL);
+    let access_token_ttl = d(
+        e,
+        "access_token_ttl",
+        raw.access_token_ttl,
+        DEFAULT_ACCESS_TOKEN_TTL,
+    );
+    let refresh_token_ttl = d(
+        e,
+        "refresh_token_ttl",
+        raw.refresh_token_ttl,
+        DEFAULT_REFRESH_TOKEN_TTL,
+    );
     let code_ttl = d(e, "code_ttl", raw.code_ttl, DEFAULT_CODE_TTL);
     let flow_ttl = d(e, "flow_ttl", raw.flow_ttl, DEFAULT_FLOW_TTL);
     let refresh_reuse_window = d(
@@ -177,11 +191,36 @@ pub(super) fn broker(e: &mut Errors, raw: RawBroker, public_origin: Option<&str>
         DEFAULT_REFRESH_REUSE_WINDOW,
     );
     let bounds: [(&str, Duration, Duration, Duration); 5] = [
-        ("access_token_ttl", access_token_ttl, Duration::from_secs(60), Duration::from_secs(86_400)),
-        ("refresh_token_ttl", refresh_token_ttl, Duration::from_secs(300), Duration::from_secs(90 * 86_400)),
-        ("code_ttl", code_ttl, Duration::from_secs(10), Duration::from_secs(600)),
-        ("flow_ttl", flow_ttl, Duration::from_secs(60), Duration::from_secs(3600)),
-        ("refresh_reuse_window", refresh_reuse_window, Duration::from_secs(1), Duration::from_secs(300)),
+        (
+            "access_token_ttl",
+            access_token_ttl,
+            Duration::from_secs(60),
+            Duration::from_secs(86_400),
+        ),
+        (
+            "refresh_token_ttl",
+            refresh_token_ttl,
+            Duration::from_secs(300),
+            Duration::from_secs(90 * 86_400),
+        ),
+        (
+            "code_ttl",
+            code_ttl,
+            Duration::from_secs(10),
+            Duration::from_secs(600),
+        ),
+        (
+            "flow_ttl",
+            flow_ttl,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        ),
+        (
+            "refresh_reuse_window",
+            refresh_reuse_window,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        ),
     ];
     for (key, v, lo, hi) in bounds {
         if v < lo || v > hi {
@@ -214,10 +253,7 @@ pub(super) fn broker(e: &mut Errors, raw: RawBroker, public_origin: Option<&str>
         None => DEFAULT_CIMD_MAX_BYTES,
         Some(Ok(n)) if (512..=(1 << 20)).contains(&n) => n,
         Some(Ok(_)) => {
-            e.add(
-                "auth.broker.cimd.max_bytes",
-                "must be between 512 and 1MiB",
-            );
+            e.add("auth.broker.cimd.max_bytes", "must be between 512 and 1MiB");
             DEFAULT_CIMD_MAX_BYTES
         }
         Some(Err(err)) => {
@@ -290,12 +326,14 @@ pub(super) fn broker(e: &mut Errors, raw: RawBroker, public_origin: Option<&str>
         return None;
     }
     if let Some(origin) = public_origin {
-        let loopback = url::Url::parse(origin).ok().is_some_and(|u| match u.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            None => false,
-        });
+        let loopback = url::Url::parse(origin)
+            .ok()
+            .is_some_and(|u| match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            });
         if !origin.starts_with("https://") && !loopback {
             e.add(
                 "server.public_url",

@@ -69,6 +69,9 @@ pub async fn all(path: &std::path::Path, opts: &Options) -> Vec<Check> {
     }
     if let Some(auth) = &config.auth {
         idp_checks(auth, connector.as_ref(), opts, &mut out).await;
+        if let Some(b) = &auth.broker {
+            broker_checks(auth, b, connector.as_ref(), opts, &mut out).await;
+        }
     }
     discovery_checks(&config, &endpoints, &client, running.is_some(), &mut out).await;
     super::tls::public_tls_checks(&config, opts, &mut out).await;
@@ -549,6 +552,138 @@ async fn discover_probe(
     }
 }
 
+/// The OAuth broker: its key file, `public_url`, and tsidp accepting the bridge's client
+/// for the broker's callback (a made-up code must be refused as `invalid_grant`, not
+/// `invalid_client`).
+async fn broker_checks(
+    auth: &crate::config::Auth,
+    b: &crate::config::broker::Broker,
+    connector: Option<&Arc<dyn Connector>>,
+    opts: &Options,
+    out: &mut Vec<Check>,
+) {
+    for f in &b.key_files {
+        out.push(match key_file_state(f) {
+            Ok(()) => Check::ok("broker: key file", format!("{} (mode 0600)", f.display())),
+            Err(KeyState::Missing) => Check::warn(
+                "broker: key file",
+                format!("{} does not exist yet", f.display()),
+                Some("it is created (0600) at the first start; give every instance of a fleet the same file".into()),
+            ),
+            Err(KeyState::Mode(m)) => Check::fail(
+                "broker: key file",
+                format!("{} has mode {m:o}: others can read the key that seals every token", f.display()),
+                format!("chmod 600 {}", f.display()),
+            ),
+            Err(KeyState::Bad(why)) => Check::fail(
+                "broker: key file",
+                format!("{}: {why}", f.display()),
+                "restore the file, or remove it to have a new key made (every client must then register again)",
+            ),
+        });
+    }
+    let origin = &auth.public_origin;
+    let callback = format!("{origin}{}", crate::auth::broker::CALLBACK_PATH);
+    if origin.starts_with("https://") {
+        out.push(Check::ok(
+            "broker: public_url",
+            format!("{origin}; callback to register at tsidp: {callback}"),
+        ));
+    } else {
+        out.push(Check::warn(
+            "broker: public_url",
+            format!("{origin} is not https (loopback only, for tests)"),
+            Some("set server.public_url to the https URL clients use".into()),
+        ));
+    }
+    let proxy = connector.and_then(|c| c.reqwest_proxy());
+    let Ok(client) = http_client(opts, proxy, true) else {
+        return;
+    };
+    let secret = match auth.client_secret.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(Check::fail(
+                "broker: tsidp client",
+                e.to_string(),
+                "set auth.client_secret_env or _file",
+            ));
+            return;
+        }
+    };
+    let base = auth.issuer.as_str().trim_end_matches('/');
+    let token_url = format!("{base}/token");
+    let sent = client
+        .post(&token_url)
+        .basic_auth(&auth.client_id, Some(secret.expose()))
+        .header("accept", "application/json")
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "tailbridge-doctor-made-up-code"),
+            ("redirect_uri", callback.as_str()),
+            (
+                "code_verifier",
+                "tailbridge-doctor-made-up-verifier-0123456789abcdef",
+            ),
+        ])
+        .send()
+        .await;
+    match sent {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or_default();
+            let err = v["error"].as_str().unwrap_or("").to_string();
+            match err.as_str() {
+                "invalid_grant" => out.push(Check::ok(
+                    "broker: tsidp client",
+                    format!("tsidp accepts client {} (a made-up code is invalid_grant)", auth.client_id),
+                )),
+                "invalid_client" | "unauthorized_client" => out.push(Check::fail(
+                    "broker: tsidp client",
+                    format!("tsidp refuses the bridge's client {}: {err}", auth.client_id),
+                    format!("check auth.client_id and its secret; the client must list the redirect URI {callback}"),
+                )),
+                _ => out.push(Check::warn(
+                    "broker: tsidp client",
+                    format!("{token_url} answered HTTP {status} {err}"),
+                    Some(format!("make sure tsidp's client {} lists {callback}", auth.client_id)),
+                )),
+            }
+        }
+        Err(e) => out.push(Check::fail(
+            "broker: tsidp client",
+            format!("{token_url}: {e}"),
+            "tsidp must be reachable over the tailnet",
+        )),
+    }
+}
+
+enum KeyState {
+    Missing,
+    Mode(u32),
+    Bad(String),
+}
+
+fn key_file_state(path: &std::path::Path) -> Result<(), KeyState> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KeyState::Missing),
+        Err(e) => return Err(KeyState::Bad(e.to_string())),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyState::Mode(mode));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| KeyState::Bad(e.to_string()))?;
+    crate::auth::broker::seal::parse_key(&text)
+        .map(|_| ())
+        .ok_or_else(|| KeyState::Bad("not a broker key (32 bytes, base64url)".into()))
+}
+
 async fn idp_checks(
     auth: &crate::config::Auth,
     connector: Option<&Arc<dyn Connector>>,
@@ -821,14 +956,26 @@ async fn discovery_checks(
                 meta["token_endpoint"]
             ));
         }
+        // With the bridge as issuer (advertise: bridge, or the broker) `/authorize` is the
+        // bridge's (it redirects to tsidp); with advertise: idp it is tsidp's own.
         let idp = auth.issuer.as_str().trim_end_matches('/');
+        let bridge_issuer =
+            auth.broker.is_some() || auth.advertise == crate::config::Advertise::Bridge;
+        let (want, at) = if bridge_issuer {
+            (
+                format!("{}/authorize", public.trim_end_matches('/')),
+                "the bridge",
+            )
+        } else {
+            (idp.to_string(), "tsidp")
+        };
         if !meta["authorization_endpoint"]
             .as_str()
             .unwrap_or_default()
-            .starts_with(idp)
+            .starts_with(&want)
         {
             problems.push(format!(
-                "authorization_endpoint {} is not at tsidp",
+                "authorization_endpoint {} is not at {at}",
                 meta["authorization_endpoint"]
             ));
         }

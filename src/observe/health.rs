@@ -82,6 +82,42 @@ impl Refusals {
     }
 }
 
+/// One OAuth broker event for the status page: a granted or denied authorization, or a
+/// refusal.
+#[derive(Debug, Clone)]
+pub struct OauthEvent {
+    pub at: std::time::SystemTime,
+    /// `granted`, `denied` or `refused: <what>`.
+    pub what: String,
+    pub user: String,
+    pub client: String,
+    pub resource: String,
+}
+
+/// The last OAuth broker events, newest last.
+#[derive(Debug, Default)]
+pub struct OauthEvents {
+    recent: std::sync::Mutex<std::collections::VecDeque<OauthEvent>>,
+}
+
+impl OauthEvents {
+    pub fn push(&self, e: OauthEvent) {
+        if let Ok(mut q) = self.recent.lock() {
+            if q.len() == RECENT_REFUSALS {
+                q.pop_front();
+            }
+            q.push_back(e);
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<OauthEvent> {
+        self.recent
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// How stale the connector's own state may be when `/healthz` answers.
 const LIVE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -97,6 +133,8 @@ pub struct Health {
     pub certificate: std::sync::OnceLock<Arc<crate::tls::ServedCert>>,
     /// Recent refusals, for the status page.
     pub refusals: Refusals,
+    /// Recent OAuth broker authorizations and refusals, for the status page.
+    pub oauth: std::sync::Arc<OauthEvents>,
     pub started: std::time::Instant,
 }
 
@@ -122,6 +160,7 @@ impl Health {
             last_check: std::sync::Mutex::new(None),
             certificate: std::sync::OnceLock::new(),
             refusals: Refusals::default(),
+            oauth: std::sync::Arc::default(),
             started: std::time::Instant::now(),
         }
     }

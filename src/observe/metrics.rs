@@ -71,11 +71,12 @@ pub struct OauthMetrics {
 
 impl OauthMetrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let v = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(v.clone()))?;
-            Ok(v)
-        };
+        let vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(v.clone()))?;
+                Ok(v)
+            };
         let m = OauthMetrics {
             authorizations: vec(
                 "tailbridge_oauth_authorizations_total",
@@ -115,11 +116,23 @@ impl OauthMetrics {
             m.consents.with_label_values(&[d]);
         }
         for g in ["authorization_code", "refresh_token"] {
-            for o in ["ok", "invalid_grant", "invalid_client", "invalid_request", "idp_unavailable"] {
+            for o in [
+                "ok",
+                "invalid_grant",
+                "invalid_client",
+                "invalid_request",
+                "idp_unavailable",
+            ] {
                 m.tokens.with_label_values(&[g, o]);
             }
         }
-        for o in ["ok", "forbidden_address", "fetch_error", "http_error", "invalid"] {
+        for o in [
+            "ok",
+            "forbidden_address",
+            "fetch_error",
+            "http_error",
+            "invalid",
+        ] {
             m.cimd_fetches.with_label_values(&[o]);
         }
         for o in ["ok", "invalid", "rate_limited"] {

@@ -25,7 +25,10 @@ const JSON: &str = "application/json";
 const CORS: (&str, &str) = ("access-control-allow-origin", "*");
 
 /// A header's value as text, owned (so the session can be borrowed mutably after).
-fn header_text(req: &pingora::http::RequestHeader, name: http::header::HeaderName) -> Option<String> {
+fn header_text(
+    req: &pingora::http::RequestHeader,
+    name: http::header::HeaderName,
+) -> Option<String> {
     req.headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -121,7 +124,13 @@ impl Bridge {
                 Ok(serde_json::Value::Object(m)) => m.clone(),
                 _ => serde_json::Map::new(),
             };
-            for drop in ["introspection_endpoint", "revocation_endpoint", "jwks_uri", "end_session_endpoint", "userinfo_endpoint"] {
+            for drop in [
+                "introspection_endpoint",
+                "revocation_endpoint",
+                "jwks_uri",
+                "end_session_endpoint",
+                "userinfo_endpoint",
+            ] {
                 doc.remove(drop);
             }
             if let serde_json::Value::Object(own) = broker.metadata() {
@@ -248,7 +257,9 @@ impl Bridge {
                 let origin = header_text(req, http::header::ORIGIN);
                 let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
                     Ok(Some(b)) => b,
-                    Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                    Ok(None) => {
+                        return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
+                    }
                     Err(e) => return Some(Err(e)),
                 };
                 let body = String::from_utf8_lossy(&body).into_owned();
@@ -266,7 +277,9 @@ impl Bridge {
                     session.enable_retry_buffering();
                     let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
                         Ok(Some(b)) => b,
-                        Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                        Ok(None) => {
+                            return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
+                        }
                         Err(e) => return Some(Err(e)),
                     };
                     let pairs = crate::auth::broker::form(&String::from_utf8_lossy(&body));
@@ -282,7 +295,8 @@ impl Bridge {
                                 status: 400,
                                 content_type: JSON,
                                 headers: vec![("cache-control", "no-store".into())],
-                                body: json!({"error": "invalid_request", "error_description": why}).to_string(),
+                                body: json!({"error": "invalid_request", "error_description": why})
+                                    .to_string(),
                             };
                             return Some(self.send_reply(session, ctx, reply).await);
                         }
@@ -300,7 +314,9 @@ impl Bridge {
                 if let Some(broker) = &auth.broker {
                     let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
                         Ok(Some(b)) => b,
-                        Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                        Ok(None) => {
+                            return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
+                        }
                         Err(e) => return Some(Err(e)),
                     };
                     let reply = broker.register(&body, client_ip(session));
@@ -314,9 +330,16 @@ impl Bridge {
                         "error_description": "dynamic client registration is off at this bridge: turn on auth.broker (the bridge registers clients itself) or auth.registration (proxied to tsidp), or give the client a client id and secret registered at tsidp",
                     });
                     return Some(
-                        respond::send(session, 404, JSON, &[], Bytes::from(b.to_string()), self.hsts())
-                            .await
-                            .map(|()| true),
+                        respond::send(
+                            session,
+                            404,
+                            JSON,
+                            &[],
+                            Bytes::from(b.to_string()),
+                            self.hsts(),
+                        )
+                        .await
+                        .map(|()| true),
                     );
                 }
                 Some(self.register(session, ctx, auth).await)
@@ -407,6 +430,19 @@ impl Bridge {
             .await?;
             return Ok(true);
         }
+        // tsidp has no public clients: one registered with `none` could never get a token.
+        // RFC 7591 §3.2.1 lets the server replace metadata; clients read the answer back.
+        let mut doc = doc;
+        let body = if doc
+            .get("token_endpoint_auth_method")
+            .and_then(|m| m.as_str())
+            == Some("none")
+        {
+            doc["token_endpoint_auth_method"] = json!("client_secret_post");
+            serde_json::to_vec(&doc).unwrap_or(body)
+        } else {
+            body
+        };
         // tsidp's registration endpoint from its metadata (`<issuer>/register` before that).
         let url = auth
             .metadata

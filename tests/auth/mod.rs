@@ -109,9 +109,10 @@ async fn discovery_documents_and_challenges() {
             v.get("registration_endpoint").is_none(),
             "registration is off by default"
         );
+        // At the bridge (same origin as issuer); it answers with a 302 to tsidp's.
         assert_eq!(
             v["authorization_endpoint"],
-            format!("{}/authorize", idp.issuer())
+            "https://mcp.example.com/authorize"
         );
         assert_eq!(
             v["code_challenge_methods_supported"],

@@ -77,7 +77,10 @@ async fn broker_client(url: String, mode: String, decision: &'static str) -> Res
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
-        return Err(format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(serde_json::from_str(stdout.trim()).unwrap())
 }
@@ -92,17 +95,28 @@ async fn sdk_client_registers_as_a_public_client_consents_in_chromium_and_refres
         .unwrap_or_else(|e| panic!("{e}\nbridge log:\n{}", b.stderr()));
     // Registered at the bridge as a public client (never at tsidp).
     let reg = &v["registered"];
-    assert!(reg["client_id"].as_str().unwrap().starts_with("tbc_"), "{v}");
+    assert!(
+        reg["client_id"].as_str().unwrap().starts_with("tbc_"),
+        "{v}"
+    );
     assert_eq!(reg["token_endpoint_auth_method"], "none");
     assert!(reg.get("client_secret").is_none());
     // The browser went bridge → tsidp → bridge; the consent page named client, user, resource.
-    assert!(v["authorizeUrl"].as_str().unwrap().starts_with(&format!("{origin}/authorize?")));
+    assert!(v["authorizeUrl"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{origin}/authorize?")));
     let c = &v["consent"];
     assert_eq!(c["client"], "Broker E2E", "{v}");
     assert_eq!(c["user"], "alice@example.com");
     assert_eq!(c["redirectHost"], "127.0.0.1:9");
     assert_eq!(c["endpoints"], "/mcp/sdk");
-    let flow = c["cookies"].as_array().unwrap().iter().find(|k| k["name"].as_str().unwrap().starts_with("tailbridge_flow_")).unwrap();
+    let flow = c["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"].as_str().unwrap().starts_with("tailbridge_flow_"))
+        .unwrap();
     assert_eq!(flow["httpOnly"], true);
     assert_eq!(flow["sameSite"], "Lax");
     // RFC 9207: iss on the authorization response; the client's state came back.
@@ -110,7 +124,10 @@ async fn sdk_client_registers_as_a_public_client_consents_in_chromium_and_refres
     // The SDK sends no `state`; none comes back.
     assert!(v["callback"].get("state").is_none(), "{v}");
     assert_eq!(v["metadata"]["issuer"], origin);
-    assert_eq!(v["metadata"]["authorization_endpoint"], format!("{origin}/authorize"));
+    assert_eq!(
+        v["metadata"]["authorization_endpoint"],
+        format!("{origin}/authorize")
+    );
     assert_eq!(v["metadata"]["cimd"], true);
     assert_eq!(v["metadata"]["iss"], true);
     // The broker's own token, with its own lifetime; MCP calls before and after a refresh.
@@ -119,16 +136,33 @@ async fn sdk_client_registers_as_a_public_client_consents_in_chromium_and_refres
     assert_eq!(v["first"]["tools"], json!(["count", "echo"]));
     assert_eq!(v["first"]["echo"], "first");
     assert_eq!(v["refreshed"], true);
-    assert_eq!(v["concurrentSame"], true, "two refreshes with one token: {v}");
+    assert_eq!(
+        v["concurrentSame"], true,
+        "two refreshes with one token: {v}"
+    );
     assert_eq!(v["after-refresh"]["echo"], "after-refresh");
     // tsidp saw one code exchange and ONE refresh (its refresh tokens are single-use).
     let idp: Value = get_json(&format!("{}/stats", s.idp_issuer)).await;
     assert_eq!(idp["tokens"], 2, "{idp}");
     // Identity headers upstream: the user and the downstream (broker) client id.
     let up: Value = get_json(&format!("http://127.0.0.1:{}/stats", s.upstream_port)).await;
-    assert!(up["authorization"].as_array().unwrap().is_empty(), "token passthrough: {up}");
-    assert!(up["users"].as_array().unwrap().iter().all(|u| u == "alice@example.com"));
-    assert!(up["clientIds"].as_array().unwrap().iter().all(|c| c == &reg["client_id"]), "{up}");
+    assert!(
+        up["authorization"].as_array().unwrap().is_empty(),
+        "token passthrough: {up}"
+    );
+    assert!(up["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u == "alice@example.com"));
+    assert!(
+        up["clientIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c == &reg["client_id"]),
+        "{up}"
+    );
     wait_for_metrics(
         b,
         &[
@@ -142,18 +176,32 @@ async fn sdk_client_registers_as_a_public_client_consents_in_chromium_and_refres
     )
     .await;
     // No introspection for broker tokens: they are verified locally.
-    let m = reqwest::get(b.admin("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(!m.contains("tailbridge_introspections_total{outcome=\"active\"} 1"), "{m}");
-    b.wait_for_log("\"event\":\"oauth.authorization_granted\"").await;
+    let m = reqwest::get(b.admin("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !m.contains("tailbridge_introspections_total{outcome=\"active\"} 1"),
+        "{m}"
+    );
+    b.wait_for_log("\"event\":\"oauth.authorization_granted\"")
+        .await;
 }
 
 #[tokio::test]
 async fn deny_on_the_consent_page_sends_access_denied_back() {
     let s = setup("").await;
     let b = &s.bridge;
-    let err = broker_client(b.url("/mcp/sdk"), "dcr".into(), "deny").await.unwrap_err();
+    let err = broker_client(b.url("/mcp/sdk"), "dcr".into(), "deny")
+        .await
+        .unwrap_err();
     assert!(err.contains("error=access_denied"), "{err}");
-    assert!(err.contains(&format!("iss=http%3A%2F%2F127.0.0.1%3A{}", b.port)), "{err}");
+    assert!(
+        err.contains(&format!("iss=http%3A%2F%2F127.0.0.1%3A{}", b.port)),
+        "{err}"
+    );
     wait_for_metrics(b, &["tailbridge_oauth_consents_total{decision=\"deny\"} 1"]).await;
 }
 
@@ -170,12 +218,21 @@ async fn a_pinned_client_id_metadata_document_client_connects() {
     assert_eq!(v["first"]["echo"], "first");
     assert_eq!(v["after-refresh"]["echo"], "after-refresh");
     let up: Value = get_json(&format!("http://127.0.0.1:{}/stats", s.upstream_port)).await;
-    assert!(up["clientIds"].as_array().unwrap().iter().all(|c| c == PINNED_CIMD), "{up}");
+    assert!(
+        up["clientIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c == PINNED_CIMD),
+        "{up}"
+    );
 }
 
 /// Serve one JSON document over TLS on loopback (a self-signed certificate for
 /// `localhost`), for as many requests as come. Returns the port and the CA file.
-async fn document_host(doc: impl Fn(u16) -> String + Send + Sync + 'static) -> (u16, std::path::PathBuf) {
+async fn document_host(
+    doc: impl Fn(u16) -> String + Send + Sync + 'static,
+) -> (u16, std::path::PathBuf) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -195,7 +252,9 @@ async fn document_host(doc: impl Fn(u16) -> String + Send + Sync + 'static) -> (
         while let Ok((sock, _)) = listener.accept().await {
             let (acceptor, body) = (acceptor.clone(), body.clone());
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(sock).await else { return };
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
                 let mut buf = vec![0u8; 4096];
                 let mut got = Vec::new();
                 while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -239,13 +298,21 @@ async fn a_fetched_client_id_metadata_document_over_tls_and_the_private_address_
         urlencode(&doc_url),
         urlencode(CLIENT_REDIRECT)
     );
-    let r = client().get(s.bridge.url(&format!("/authorize?{q}"))).send().await.unwrap();
+    let r = client()
+        .get(s.bridge.url(&format!("/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
     let page = r.text().await.unwrap();
     assert!(page.contains("private or special address"), "{page}");
     assert!(page.contains("127.0.0.1"), "{page}");
-    wait_for_metrics(&s.bridge, &["tailbridge_oauth_cimd_fetches_total{outcome=\"forbidden_address\"} 1"]).await;
+    wait_for_metrics(
+        &s.bridge,
+        &["tailbridge_oauth_cimd_fetches_total{outcome=\"forbidden_address\"} 1"],
+    )
+    .await;
     drop(s);
     // With it (a lab): fetched over TLS, and the whole flow works.
     let s = setup(&format!(
@@ -259,7 +326,11 @@ async fn a_fetched_client_id_metadata_document_over_tls_and_the_private_address_
         .unwrap_or_else(|e| panic!("{e}\nbridge log:\n{}", b.stderr()));
     assert_eq!(v["consent"]["client"], "Fetched E2E", "{v}");
     assert_eq!(v["first"]["echo"], "first");
-    wait_for_metrics(b, &["tailbridge_oauth_cimd_fetches_total{outcome=\"ok\"} 1"]).await;
+    wait_for_metrics(
+        b,
+        &["tailbridge_oauth_cimd_fetches_total{outcome=\"ok\"} 1"],
+    )
+    .await;
 }
 
 fn urlencode(s: &str) -> String {

@@ -541,7 +541,12 @@ impl Bridge {
     }
 
     /// Start on a port chosen by the caller (an IdP must know the callback URL first).
-    pub async fn start_on(port: u16, server_extra: &str, body: &str, env: &[(&str, &str)]) -> Bridge {
+    pub async fn start_on(
+        port: u16,
+        server_extra: &str,
+        body: &str,
+        env: &[(&str, &str)],
+    ) -> Bridge {
         Self::launch(server_extra, body, env, true, Some(port)).await
     }
 

@@ -232,12 +232,17 @@ async fn sdk_oauth_flow_through_bridge_against_oidc_provider() {
     let run = oauth_run("", "", "{}").await;
     let (b, v, issuer, port) = (&run.bridge, &run.summary, &run.issuer, run.upstream_port);
     let bridge_origin = format!("http://127.0.0.1:{}", b.port);
-    // Discovery went through the bridge, the browser step went to the IdP.
+    // Discovery went through the bridge; its /authorize sent the browser to the IdP.
     assert!(
         v["authorizeUrl"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("{issuer}/auth?")),
+            .starts_with(&format!("{bridge_origin}/authorize?")),
+        "{v}"
+    );
+    assert_eq!(
+        v["steps"][0],
+        format!("redirect 302 -> {issuer}/auth"),
         "{v}"
     );
     assert_eq!(v["asIssuer"], bridge_origin);
@@ -354,27 +359,53 @@ async fn browse_to_callback(start: &str, callback_prefix: &str) {
 
 #[tokio::test]
 async fn mcp_remote_strict_client_through_bridge() {
-    mcp_remote_session(false).await;
+    mcp_remote_session(Remote::Preset).await;
+}
+
+/// mcp-remote with NO client metadata at all (it registers as a public client) through the
+/// OAuth broker; the consent page in Chromium; its own callback listener gets the code.
+#[tokio::test]
+async fn mcp_remote_with_no_client_metadata_through_the_broker() {
+    let b = mcp_remote_session(Remote::Broker).await;
+    b.wait_for_log("\"POST /register\" 201").await;
+    wait_for_metrics(
+        &b,
+        &["tailbridge_oauth_tokens_total{grant=\"authorization_code\",outcome=\"ok\"} 1"],
+    )
+    .await;
+}
+
+/// How the mcp-remote session gets its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remote {
+    /// A client registered at tsidp, given to mcp-remote.
+    Preset,
+    /// Registered through the bridge's `/register`, proxied to tsidp.
+    Register,
+    /// Registered at the broker as a public client.
+    Broker,
 }
 
 /// mcp-remote registers itself through the bridge's `/register`; its callback port is its
 /// own choice and is not listed: the loopback entry without a port allows any port.
 #[tokio::test]
 async fn mcp_remote_registers_with_an_unlisted_loopback_port() {
-    let b = mcp_remote_session(true).await;
+    let b = mcp_remote_session(Remote::Register).await;
     // Registration went through the bridge.
     b.wait_for_log("\"POST /register\" 201").await;
 }
 
-/// One mcp-remote session through the bridge against oidc-provider: preset client, or
-/// (`register`) a client registered through the bridge's `/register`.
-async fn mcp_remote_session(register: bool) -> Bridge {
+/// One mcp-remote session through the bridge against oidc-provider: a preset client, a
+/// client registered through the bridge's `/register`, or one registered at the broker.
+async fn mcp_remote_session(mode: Remote) -> Bridge {
+    let register = mode == Remote::Register;
     let cb_port = free_port();
+    let bridge_port = free_port();
     let redirect = format!("http://localhost:{cb_port}/oauth/callback");
     let mut clients = vec![
-        serde_json::json!({"client_id": "bridge", "client_secret": "bridge-secret", "redirect_uris": ["http://127.0.0.1:9/unused"]}),
+        serde_json::json!({"client_id": "bridge", "client_secret": "bridge-secret", "redirect_uris": [format!("http://127.0.0.1:{bridge_port}/oauth/callback")]}),
     ];
-    if !register {
+    if mode == Remote::Preset {
         clients.push(serde_json::json!({"client_id": "remote", "client_secret": "remote-secret", "redirect_uris": [redirect]}));
     }
     let clients = serde_json::Value::Array(clients);
@@ -387,33 +418,43 @@ async fn mcp_remote_session(register: bool) -> Bridge {
     );
     let (_server, port) = start_sdk_server();
     let issuer = format!("http://127.0.0.1:{idp_port}");
-    let registration = if register {
-        "  registration:\n    enabled: true\n    allowed_redirect_uris: [\"http://localhost/oauth/callback\"]\n"
-    } else {
-        ""
+    let registration = match mode {
+        Remote::Register => "  registration:\n    enabled: true\n    allowed_redirect_uris: [\"http://localhost/oauth/callback\"]\n".to_string(),
+        Remote::Broker => format!(
+            "  broker:\n    enabled: true\n    key_file: {}\n",
+            temp_dir("remote-broker").join("broker.key").display()
+        ),
+        Remote::Preset => String::new(),
     };
     let body = format!(
         "tailnet:\n  mode: direct\nauth:\n  issuer: {issuer}\n  audience: http://127.0.0.1:{{BRIDGE_PORT}}\n  introspection_url: {issuer}/token/introspection\n  client_id: bridge\n  client_secret: bridge-secret\n  allow_loopback_idp: true\n{registration}endpoints:\n  - path: /mcp/sdk\n    target: http://127.0.0.1:{port}/mcp\n"
     );
-    let b = Bridge::start("  public_url: http://127.0.0.1:{BRIDGE_PORT}\n", &body).await;
+    let b = Bridge::start_on(
+        bridge_port,
+        "  public_url: http://127.0.0.1:{BRIDGE_PORT}\n",
+        &body,
+        &[],
+    )
+    .await;
     let dir = temp_dir("mcp-remote");
     let err_log = dir.join("stderr.log");
     let mut child = Command::new("node")
         .arg(e2e_dir().join("node_modules/mcp-remote/dist/proxy.js"))
         .arg(b.url("/mcp/sdk"))
         .arg(cb_port.to_string())
-        .args([
-            "--allow-http",
-            "--static-oauth-client-metadata",
-            r#"{"token_endpoint_auth_method":"client_secret_basic"}"#,
-        ])
-        .args(if register {
-            vec![]
-        } else {
-            vec![
+        .arg("--allow-http")
+        .args(match mode {
+            Remote::Broker => vec![],
+            Remote::Register => vec![
+                "--static-oauth-client-metadata",
+                r#"{"token_endpoint_auth_method":"client_secret_basic"}"#,
+            ],
+            Remote::Preset => vec![
+                "--static-oauth-client-metadata",
+                r#"{"token_endpoint_auth_method":"client_secret_basic"}"#,
                 "--static-oauth-client-info",
                 r#"{"client_id":"remote","client_secret":"remote-secret"}"#,
-            ]
+            ],
         })
         .env("MCP_REMOTE_CONFIG_DIR", dir.join("auth"))
         .env("BROWSER", "true")
@@ -431,8 +472,8 @@ async fn mcp_remote_session(register: bool) -> Bridge {
         ],
     );
     let child = Node(child);
-    // mcp-remote prints the authorize URL it wants a browser to open.
-    let prefix = format!("{issuer}/auth?");
+    // mcp-remote prints the authorize URL it wants a browser to open: the bridge's.
+    let prefix = b.url("/authorize?");
     let deadline = std::time::Instant::now() + HANG_GUARD;
     let auth_url = loop {
         let log = std::fs::read_to_string(&err_log).unwrap_or_default();
@@ -450,7 +491,25 @@ async fn mcp_remote_session(register: bool) -> Bridge {
     assert!(!std::fs::read_to_string(&err_log)
         .unwrap()
         .contains("IssuerMismatch"));
-    browse_to_callback(&auth_url, &format!("http://localhost:{cb_port}/")).await;
+    if mode == Remote::Broker {
+        let out = Command::new("node")
+            .arg(e2e_dir().join("browse-consent.mjs"))
+            .args([auth_url.as_str(), &format!("http://localhost:{cb_port}/")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}\nbridge log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            b.stderr()
+        );
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(seen["iss"], b.url(""), "{seen}");
+        assert_eq!(seen["code"], true, "{seen}");
+    } else {
+        browse_to_callback(&auth_url, &format!("http://localhost:{cb_port}/")).await;
+    }
     let mut child = child;
     let stdout = child.0.stdout.take().unwrap();
     // mcp-remote's output, line by line, as it comes.

@@ -120,10 +120,13 @@ impl CimdError {
 
 /// Read a fetched document: a JSON object whose `client_id` equals the URL it came from,
 /// with redirect URIs the broker accepts, for a public client. Pure.
-pub fn parse_document(url: &str, body: &[u8], max_redirect_uris: usize) -> Result<DocumentClient, CimdError> {
+pub fn parse_document(
+    url: &str,
+    body: &[u8],
+    max_redirect_uris: usize,
+) -> Result<DocumentClient, CimdError> {
     let bad = |s: &str| CimdError::Invalid(s.to_string());
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| bad("not JSON"))?;
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad("not JSON"))?;
     let obj = v.as_object().ok_or_else(|| bad("not a JSON object"))?;
     if obj.get("client_id").and_then(|c| c.as_str()) != Some(url) {
         return Err(bad("its client_id is not the URL it was fetched from"));
@@ -133,15 +136,25 @@ pub fn parse_document(url: &str, body: &[u8], max_redirect_uris: usize) -> Resul
         .and_then(|r| r.as_array())
         .ok_or_else(|| bad("redirect_uris is missing"))?
         .iter()
-        .map(|u| u.as_str().map(str::to_string).ok_or_else(|| bad("a redirect URI is not a string")))
+        .map(|u| {
+            u.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad("a redirect URI is not a string"))
+        })
         .collect::<Result<_, _>>()?;
     if uris.is_empty() || uris.len() > max_redirect_uris {
-        return Err(bad("redirect_uris must list between 1 and the configured maximum"));
+        return Err(bad(
+            "redirect_uris must list between 1 and the configured maximum",
+        ));
     }
     for u in &uris {
-        super::redirect::registrable(u).map_err(|why| CimdError::Invalid(format!("redirect URI `{u}`: {why}")))?;
+        super::redirect::registrable(u)
+            .map_err(|why| CimdError::Invalid(format!("redirect URI `{u}`: {why}")))?;
     }
-    match obj.get("token_endpoint_auth_method").and_then(|m| m.as_str()) {
+    match obj
+        .get("token_endpoint_auth_method")
+        .and_then(|m| m.as_str())
+    {
         None | Some("none") => {}
         Some(m) => {
             return Err(CimdError::Invalid(format!(
@@ -155,7 +168,12 @@ pub fn parse_document(url: &str, body: &[u8], max_redirect_uris: usize) -> Resul
     let name = obj
         .get("client_name")
         .and_then(|n| n.as_str())
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(100).collect::<String>())
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect::<String>()
+        })
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| url.to_string());
     Ok(DocumentClient {
@@ -177,7 +195,11 @@ pub fn cache_ttl(cache_control: Option<&str>, cap: Duration) -> Duration {
             return Duration::ZERO;
         }
         if let Some(n) = d.strip_prefix("max-age=") {
-            ttl = n.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            ttl = n
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     ttl.unwrap_or(DEFAULT_CACHE).min(cap)
@@ -205,7 +227,11 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// Refuse a name when any of its addresses is forbidden (one bad address is enough: an
 /// attacker's DNS could list a public and a private one). Pure.
-pub fn check_addresses(host: &str, addrs: &[SocketAddr], allow_private: bool) -> Result<(), CimdError> {
+pub fn check_addresses(
+    host: &str,
+    addrs: &[SocketAddr],
+    allow_private: bool,
+) -> Result<(), CimdError> {
     if addrs.is_empty() {
         return Err(CimdError::Fetch(format!("{host} has no address")));
     }
@@ -242,7 +268,12 @@ impl std::fmt::Debug for Documents {
 struct DocExpiry;
 
 impl moka::Expiry<String, Cached> for DocExpiry {
-    fn expire_after_create(&self, _k: &String, v: &Cached, _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &String,
+        v: &Cached,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(v.ttl)
     }
 }
@@ -274,7 +305,8 @@ impl Documents {
                 reason,
             };
             let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
             if certs.is_empty() {
                 return Err(err("no PEM certificate in the file".into()));
             }
@@ -310,7 +342,10 @@ impl Documents {
     /// The client for `url`: pinned, cached, or fetched now (concurrent requests for one
     /// URL share one fetch). The second value is the fetch outcome for metrics (`None` when
     /// this call fetched nothing).
-    pub async fn get(&self, url: &str) -> (Result<Arc<DocumentClient>, CimdError>, Option<&'static str>) {
+    pub async fn get(
+        &self,
+        url: &str,
+    ) -> (Result<Arc<DocumentClient>, CimdError>, Option<&'static str>) {
         if let Some(p) = self.pinned(url) {
             return (Ok(Arc::new(p)), None);
         }
@@ -328,12 +363,13 @@ impl Documents {
                 Cached { result, ttl }
             })
             .await;
-        let outcome = fetched
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| match &cached.result {
-                Ok(_) => "ok",
-                Err(e) => e.outcome(),
-            });
+        let outcome =
+            fetched
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| match &cached.result {
+                    Ok(_) => "ok",
+                    Err(e) => e.outcome(),
+                });
         (cached.result, outcome)
     }
 
@@ -346,7 +382,11 @@ impl Documents {
                 _ => None,
             };
             if let Some(ip) = literal {
-                if let Err(e) = check_addresses(&ip.to_string(), &[SocketAddr::new(ip, 443)], self.cfg.allow_private_networks) {
+                if let Err(e) = check_addresses(
+                    &ip.to_string(),
+                    &[SocketAddr::new(ip, 443)],
+                    self.cfg.allow_private_networks,
+                ) {
                     return (Err(e), None);
                 }
             }
@@ -431,17 +471,46 @@ mod tests {
     #[test]
     fn forbidden_ranges() {
         let bad = [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-            "100.64.0.1", "100.100.100.100", "100.127.255.255", "0.0.0.0", "224.0.0.1",
-            "255.255.255.255", "198.51.100.7", "203.0.113.1", "192.0.2.1", "198.18.0.1",
-            "240.0.0.1", "::1", "::", "fd7a:115c:a1e0::1", "fc00::1", "fe80::1",
-            "::ffff:127.0.0.1", "::ffff:100.64.0.1", "64:ff9b::a00:1", "2002:a00:1::",
-            "2001:db8::1", "ff02::1", "::127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.100.100.100",
+            "100.127.255.255",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.51.100.7",
+            "203.0.113.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fd7a:115c:a1e0::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:100.64.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "2001:db8::1",
+            "ff02::1",
+            "::127.0.0.1",
         ];
         for a in bad {
             assert!(forbidden(a.parse().unwrap()), "{a}");
         }
-        let ok = ["160.79.104.10", "1.1.1.1", "100.128.0.1", "100.63.255.255", "2606:4700::1111", "::ffff:8.8.8.8"];
+        let ok = [
+            "160.79.104.10",
+            "1.1.1.1",
+            "100.128.0.1",
+            "100.63.255.255",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ];
         for a in ok {
             assert!(!forbidden(a.parse().unwrap()), "{a}");
         }
@@ -477,15 +546,27 @@ mod tests {
             b"not json",
         ];
         for c in cases {
-            assert!(parse_document(url, c, 10).is_err(), "{}", String::from_utf8_lossy(c));
+            assert!(
+                parse_document(url, c, 10).is_err(),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
         }
         let many = format!(
             r#"{{"client_id":"{url}","redirect_uris":[{}]}}"#,
-            (0..11).map(|i| format!("\"https://a/{i}\"")).collect::<Vec<_>>().join(",")
+            (0..11)
+                .map(|i| format!("\"https://a/{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         assert!(parse_document(url, many.as_bytes(), 10).is_err());
         // No name: the URL is shown.
-        let d = parse_document(url, br#"{"client_id":"https://app.example/client.json","redirect_uris":["https://a/cb"]}"#, 10).unwrap();
+        let d = parse_document(
+            url,
+            br#"{"client_id":"https://app.example/client.json","redirect_uris":["https://a/cb"]}"#,
+            10,
+        )
+        .unwrap();
         assert_eq!(d.client_name, url);
     }
 

@@ -25,13 +25,12 @@ use super::verify::{normalise_url, AuthError, Principal};
 use crate::config::broker::Broker as BrokerConfig;
 use crate::config::secrets::Secret;
 use crate::observe::metrics::OauthMetrics;
-use seal::{Kind, KeyRing};
+use seal::{KeyRing, Kind};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The broker's callback path at the bridge (register `<public_url>/oauth/callback` at tsidp).
@@ -44,8 +43,6 @@ pub const MAX_BODY: usize = 16 << 10;
 const MAX_IDP_ANSWER: u64 = 64 << 10;
 /// Longest `state` carried through.
 const MAX_STATE: usize = 1024;
-/// Recent authorizations and refusals kept for the status page.
-const RECENT: usize = 20;
 /// Redeemed codes remembered at most (each for the code lifetime).
 const USED_CODES_CAPACITY: u64 = 100_000;
 /// Refresh answers kept at most.
@@ -259,16 +256,7 @@ impl Client {
     }
 }
 
-/// One line of the status page's broker table.
-#[derive(Debug, Clone)]
-pub struct OauthEvent {
-    pub at: SystemTime,
-    /// `granted`, `denied` or a refusal reason.
-    pub what: String,
-    pub user: String,
-    pub client: String,
-    pub resource: String,
-}
+pub use crate::observe::health::{OauthEvent, OauthEvents};
 
 /// How tailbridge reaches tsidp on the broker's behalf.
 #[derive(Debug)]
@@ -308,7 +296,7 @@ pub struct Broker {
     refreshes: moka::future::Cache<[u8; 32], RefreshAnswer>,
     dcr: KeyedLimiter,
     metrics: Arc<crate::observe::metrics::Metrics>,
-    recent: Mutex<VecDeque<OauthEvent>>,
+    recent: Arc<OauthEvents>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -435,6 +423,7 @@ impl Broker {
         tls: bool,
         resources: Vec<Resource>,
         metrics: Arc<crate::observe::metrics::Metrics>,
+        recent: Arc<OauthEvents>,
     ) -> Result<Broker, BrokerSetupError> {
         let keys = KeyRing::load(&cfg.key_files)?;
         log::info!(
@@ -460,7 +449,7 @@ impl Broker {
             tls,
             resources,
             metrics,
-            recent: Mutex::new(VecDeque::new()),
+            recent,
             cfg,
         })
     }
@@ -505,12 +494,13 @@ impl Broker {
             timeout: Duration::from_secs(1),
             tool_grants_claim: None,
         };
-        let metrics = Arc::new(
-            crate::observe::metrics::Metrics::new().unwrap_or_else(|_| unreachable!()),
-        );
+        let metrics =
+            Arc::new(crate::observe::metrics::Metrics::new().unwrap_or_else(|_| unreachable!()));
         let docs = cimd::Documents::new(cfg.cimd.clone(), 10).unwrap_or_else(|_| unreachable!());
         Broker {
-            used_codes: moka::sync::Cache::builder().time_to_live(cfg.code_ttl).build(),
+            used_codes: moka::sync::Cache::builder()
+                .time_to_live(cfg.code_ttl)
+                .build(),
             refreshes: moka::future::Cache::builder()
                 .time_to_live(cfg.refresh_reuse_window)
                 .build(),
@@ -522,7 +512,7 @@ impl Broker {
             tls: origin.starts_with("https://"),
             resources,
             metrics,
-            recent: Mutex::new(VecDeque::new()),
+            recent: Arc::default(),
             cfg,
         }
     }
@@ -553,25 +543,17 @@ impl Broker {
 
     /// Recent authorizations and refusals, newest last.
     pub fn recent(&self) -> Vec<OauthEvent> {
-        self.recent
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
+        self.recent.snapshot()
     }
 
     fn record(&self, what: &str, user: Option<&str>, client: &str, resource: &str) {
-        if let Ok(mut r) = self.recent.lock() {
-            if r.len() >= RECENT {
-                r.pop_front();
-            }
-            r.push_back(OauthEvent {
-                at: SystemTime::now(),
-                what: what.to_string(),
-                user: user.unwrap_or("-").to_string(),
-                client: client.chars().take(120).collect(),
-                resource: resource.to_string(),
-            });
-        }
+        self.recent.push(OauthEvent {
+            at: SystemTime::now(),
+            what: what.to_string(),
+            user: user.unwrap_or("-").to_string(),
+            client: client.chars().take(120).collect(),
+            resource: resource.to_string(),
+        });
     }
 
     fn seal<T: Serialize>(&self, kind: Kind, v: &T) -> Option<String> {
@@ -649,14 +631,23 @@ impl Broker {
     }
 
     fn refuse_page(&self, client: &str, status: u16, title: &str, detail: &str) -> Reply {
-        self.om().authorizations.with_label_values(&["refused"]).inc();
+        self.om()
+            .authorizations
+            .with_label_values(&["refused"])
+            .inc();
         self.record(&format!("refused: {title}"), None, client, "-");
         log::info!("/authorize refused for client {client}: {title}: {detail}");
         Reply::error_page(status, title, detail)
     }
 
     /// Redirect an error to the client (RFC 6749 §4.1.2.1, RFC 9207 `iss`).
-    fn redirect_error(&self, redirect_uri: &str, state: Option<&str>, code: &str, why: &str) -> Reply {
+    fn redirect_error(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        code: &str,
+        why: &str,
+    ) -> Reply {
         let mut p: Vec<(&str, &str)> = vec![("error", code), ("error_description", why)];
         if let Some(s) = state {
             p.push(("state", s));
@@ -671,42 +662,80 @@ impl Broker {
         let client_id = match single(&q, "client_id") {
             Ok(Some(id)) => id.to_string(),
             Ok(None) => {
-                return Some(self.refuse_page("-", 400, "client_id is missing", "The authorization request names no client_id."))
+                return Some(self.refuse_page(
+                    "-",
+                    400,
+                    "client_id is missing",
+                    "The authorization request names no client_id.",
+                ))
             }
-            Err(e) => return Some(self.refuse_page("-", 400, "Malformed authorization request", &e)),
+            Err(e) => {
+                return Some(self.refuse_page("-", 400, "Malformed authorization request", &e))
+            }
         };
         let client = match self.client(&client_id).await {
             Ok(Some(c)) => c,
             Ok(None) => return None,
-            Err(e) => return Some(self.refuse_page(&client_id, 400, "Unknown or unusable client", &e)),
+            Err(e) => {
+                return Some(self.refuse_page(&client_id, 400, "Unknown or unusable client", &e))
+            }
         };
         let get = |k: &str| single(&q, k);
         let redirect_uri = match get("redirect_uri") {
             Ok(Some(r)) => {
-                if !client.redirect_uris().iter().any(|reg| redirect::matches(reg, r)) {
+                if !client
+                    .redirect_uris()
+                    .iter()
+                    .any(|reg| redirect::matches(reg, r))
+                {
                     return Some(self.refuse_page(
                         &client_id,
                         400,
                         "redirect_uri is not registered",
-                        &format!("`{r}` is not one of this client's redirect URIs ({}).", client.redirect_uris().join(", ")),
+                        &format!(
+                            "`{r}` is not one of this client's redirect URIs ({}).",
+                            client.redirect_uris().join(", ")
+                        ),
                     ));
                 }
                 r.to_string()
             }
             Ok(None) if client.redirect_uris().len() == 1 => client.redirect_uris()[0].clone(),
             Ok(None) => {
-                return Some(self.refuse_page(&client_id, 400, "redirect_uri is missing", "This client has several redirect URIs: the request must name one."))
+                return Some(self.refuse_page(
+                    &client_id,
+                    400,
+                    "redirect_uri is missing",
+                    "This client has several redirect URIs: the request must name one.",
+                ))
             }
-            Err(e) => return Some(self.refuse_page(&client_id, 400, "Malformed authorization request", &e)),
+            Err(e) => {
+                return Some(self.refuse_page(
+                    &client_id,
+                    400,
+                    "Malformed authorization request",
+                    &e,
+                ))
+            }
         };
         // From here on the redirect URI is good: errors go back to the client.
         let state = match get("state") {
             Ok(s) if s.is_none_or(|s| s.len() <= MAX_STATE) => s.map(str::to_string),
-            _ => return Some(self.redirect_error(&redirect_uri, None, "invalid_request", "state is repeated or too long")),
+            _ => {
+                return Some(self.redirect_error(
+                    &redirect_uri,
+                    None,
+                    "invalid_request",
+                    "state is repeated or too long",
+                ))
+            }
         };
         let st = state.as_deref();
         let err = |code: &str, why: &str| {
-            self.om().authorizations.with_label_values(&["refused"]).inc();
+            self.om()
+                .authorizations
+                .with_label_values(&["refused"])
+                .inc();
             self.record(&format!("refused: {code}"), None, &client_id, "-");
             Some(self.redirect_error(&redirect_uri, st, code, why))
         };
@@ -716,14 +745,31 @@ impl Broker {
         }
         let challenge = match (get("code_challenge"), get("code_challenge_method")) {
             (Ok(Some(c)), Ok(Some("S256"))) if pkce::valid_challenge(c) => c.to_string(),
-            (Ok(None), _) => return err("invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256"),
-            (_, Ok(Some(m))) if m != "S256" => return err("invalid_request", "code_challenge_method must be S256"),
-            _ => return err("invalid_request", "code_challenge must be an S256 challenge (43 base64url characters)"),
+            (Ok(None), _) => {
+                return err(
+                    "invalid_request",
+                    "PKCE is required: send code_challenge with code_challenge_method=S256",
+                )
+            }
+            (_, Ok(Some(m))) if m != "S256" => {
+                return err("invalid_request", "code_challenge_method must be S256")
+            }
+            _ => {
+                return err(
+                    "invalid_request",
+                    "code_challenge must be an S256 challenge (43 base64url characters)",
+                )
+            }
         };
         let resource = match get("resource") {
             Ok(r) => match self.resource(r) {
                 Some(r) => r,
-                None => return err("invalid_target", "resource must be an endpoint URL of this bridge or its origin"),
+                None => {
+                    return err(
+                        "invalid_target",
+                        "resource must be an endpoint URL of this bridge or its origin",
+                    )
+                }
             },
             Err(_) => return err("invalid_target", "give one resource"),
         };
@@ -740,13 +786,27 @@ impl Broker {
                 e: now() + self.cfg.flow_ttl.as_secs(),
             })
         })() else {
-            return Some(Reply::error_page(500, "Internal error", "no randomness available"));
+            return Some(Reply::error_page(
+                500,
+                "Internal error",
+                "no randomness available",
+            ));
         };
         let Some(sealed) = self.seal(Kind::Flow, &flow) else {
             return Some(Reply::error_page(500, "Internal error", "sealing failed"));
         };
-        if self.idp.metadata.get(&self.idp.http, self.idp.max_bytes).await.is_err() {
-            return Some(Reply::error_page(503, "The identity provider is unreachable", "tsidp's metadata cannot be fetched; try again in a moment."));
+        if self
+            .idp
+            .metadata
+            .get(&self.idp.http, self.idp.max_bytes)
+            .await
+            .is_err()
+        {
+            return Some(Reply::error_page(
+                503,
+                "The identity provider is unreachable",
+                "tsidp's metadata cannot be fetched; try again in a moment.",
+            ));
         }
         let authz = self
             .idp
@@ -768,7 +828,10 @@ impl Broker {
         if resource != self.origin {
             params.push(("resource", &resource));
         }
-        self.om().authorizations.with_label_values(&["started"]).inc();
+        self.om()
+            .authorizations
+            .with_label_values(&["started"])
+            .inc();
         let mut r = Reply::redirect(with_params(&authz, &params));
         r.headers.push((
             "set-cookie",
@@ -788,7 +851,12 @@ impl Broker {
     pub async fn callback(&self, query: Option<&str>, cookies: Option<&str>) -> Reply {
         let q = form(query.unwrap_or(""));
         let Ok(Some(state)) = single(&q, "state") else {
-            return self.refuse_page("-", 400, "state is missing", "tsidp's answer carries no state.");
+            return self.refuse_page(
+                "-",
+                400,
+                "state is missing",
+                "tsidp's answer carries no state.",
+            );
         };
         let Some(flow) = self.flow_from_cookie(cookies, state) else {
             return self.refuse_page(
@@ -800,37 +868,75 @@ impl Broker {
         };
         let st = flow.st.as_deref();
         if let Ok(Some(e)) = single(&q, "error") {
-            self.om().authorizations.with_label_values(&["idp_error"]).inc();
+            self.om()
+                .authorizations
+                .with_label_values(&["idp_error"])
+                .inc();
             self.record(&format!("tsidp: {e}"), None, &flow.c, &flow.r);
-            let code = if e == "access_denied" { "access_denied" } else { "server_error" };
-            return self.redirect_error(&flow.ru, st, code, "the identity provider refused the sign-in");
+            let code = if e == "access_denied" {
+                "access_denied"
+            } else {
+                "server_error"
+            };
+            return self.redirect_error(
+                &flow.ru,
+                st,
+                code,
+                "the identity provider refused the sign-in",
+            );
         }
         let Ok(Some(code)) = single(&q, "code") else {
-            return self.refuse_page(&flow.c, 400, "code is missing", "tsidp's answer carries no code.");
+            return self.refuse_page(
+                &flow.c,
+                400,
+                "code is missing",
+                "tsidp's answer carries no code.",
+            );
         };
         let tokens = match self.exchange_code(code, &flow.v).await {
             Ok(t) => t,
             Err(IdpFailure::Unavailable(why)) => {
-                self.om().authorizations.with_label_values(&["idp_error"]).inc();
+                self.om()
+                    .authorizations
+                    .with_label_values(&["idp_error"])
+                    .inc();
                 log::warn!("broker callback: tsidp unreachable: {why}");
-                return Reply::error_page(503, "The identity provider is unreachable", "Try again in a moment.");
+                return Reply::error_page(
+                    503,
+                    "The identity provider is unreachable",
+                    "Try again in a moment.",
+                );
             }
             Err(IdpFailure::Refused(why)) => {
-                self.om().authorizations.with_label_values(&["idp_error"]).inc();
+                self.om()
+                    .authorizations
+                    .with_label_values(&["idp_error"])
+                    .inc();
                 self.record("refused: tsidp code exchange", None, &flow.c, &flow.r);
                 log::warn!(
                     "broker callback: tsidp refused the code exchange ({why}); check that tsidp's client {} lists {}{CALLBACK_PATH}",
                     self.idp.client_id, self.origin
                 );
-                return Reply::error_page(502, "The identity provider refused the sign-in", &format!("tsidp answered: {why}"));
+                return Reply::error_page(
+                    502,
+                    "The identity provider refused the sign-in",
+                    &format!("tsidp answered: {why}"),
+                );
             }
         };
         let who = match self.identify(&tokens.access).await {
             Ok(w) => w,
             Err(e) => {
-                self.om().authorizations.with_label_values(&["idp_error"]).inc();
+                self.om()
+                    .authorizations
+                    .with_label_values(&["idp_error"])
+                    .inc();
                 log::warn!("broker callback: cannot tell who signed in: {e:?}");
-                return Reply::error_page(502, "The identity provider did not say who you are", "Try again in a moment.");
+                return Reply::error_page(
+                    502,
+                    "The identity provider did not say who you are",
+                    "Try again in a moment.",
+                );
             }
         };
         let consent = Consent {
@@ -843,7 +949,14 @@ impl Broker {
         };
         let client = match self.client(&consent.f.c).await {
             Ok(Some(c)) => c,
-            _ => return self.refuse_page(&consent.f.c, 400, "Unknown or unusable client", "The client is no longer valid."),
+            _ => {
+                return self.refuse_page(
+                    &consent.f.c,
+                    400,
+                    "Unknown or unusable client",
+                    "The client is no longer valid.",
+                )
+            }
         };
         let Some(sealed) = self.seal(Kind::Consent, &consent) else {
             return Reply::error_page(500, "Internal error", "sealing failed");
@@ -888,21 +1001,46 @@ impl Broker {
         origin_header: Option<&str>,
     ) -> Reply {
         if let Some(o) = origin_header {
-            if o != "null" && crate::config::server::normalise_origin(o).as_deref() != Some(self.origin.as_str()) {
-                return self.refuse_page("-", 403, "Cross-site consent refused", "The consent form was posted from another site.");
+            if o != "null"
+                && crate::config::server::normalise_origin(o).as_deref()
+                    != Some(self.origin.as_str())
+            {
+                return self.refuse_page(
+                    "-",
+                    403,
+                    "Cross-site consent refused",
+                    "The consent form was posted from another site.",
+                );
             }
         }
         let f = form(body);
-        let (Ok(Some(sealed)), Ok(Some(csrf)), Ok(Some(decision))) =
-            (single(&f, "consent"), single(&f, "csrf"), single(&f, "decision"))
-        else {
-            return self.refuse_page("-", 400, "Incomplete consent form", "The form lacks its consent, csrf or decision field.");
+        let (Ok(Some(sealed)), Ok(Some(csrf)), Ok(Some(decision))) = (
+            single(&f, "consent"),
+            single(&f, "csrf"),
+            single(&f, "decision"),
+        ) else {
+            return self.refuse_page(
+                "-",
+                400,
+                "Incomplete consent form",
+                "The form lacks its consent, csrf or decision field.",
+            );
         };
         let Some(consent) = self.open::<Consent>(Kind::Consent, sealed) else {
-            return self.refuse_page("-", 400, "Invalid consent form", "The form was not issued by this bridge.");
+            return self.refuse_page(
+                "-",
+                400,
+                "Invalid consent form",
+                "The form was not issued by this bridge.",
+            );
         };
         if consent.e <= now() {
-            return self.refuse_page(&consent.f.c, 400, "This sign-in expired", "Start again from your MCP client.");
+            return self.refuse_page(
+                &consent.f.c,
+                400,
+                "This sign-in expired",
+                "Start again from your MCP client.",
+            );
         }
         let Some(flow) = self.flow_from_cookie(cookies, &consent.f.id) else {
             return self.refuse_page(
@@ -913,7 +1051,12 @@ impl Broker {
             );
         };
         if flow.b != consent.f.b || !self.keys.verify_mac("csrf", flow.b.as_bytes(), csrf) {
-            return self.refuse_page(&consent.f.c, 400, "Invalid consent form", "The form's CSRF token does not match this browser's sign-in.");
+            return self.refuse_page(
+                &consent.f.c,
+                400,
+                "Invalid consent form",
+                "The form's CSRF token does not match this browser's sign-in.",
+            );
         }
         let clear = self.flow_cookie(&flow.id, "", 0);
         let st = flow.st.as_deref();
@@ -953,7 +1096,14 @@ impl Broker {
                 p.push(("iss", &self.origin));
                 Reply::redirect(with_params(&flow.ru, &p))
             }
-            _ => return self.refuse_page(&flow.c, 400, "Invalid decision", "decision must be allow or deny."),
+            _ => {
+                return self.refuse_page(
+                    &flow.c,
+                    400,
+                    "Invalid decision",
+                    "decision must be allow or deny.",
+                )
+            }
         };
         reply.headers.push(("set-cookie", clear));
         reply
@@ -961,10 +1111,19 @@ impl Broker {
 
     /// `POST /register` (RFC 7591) at the broker.
     pub fn register(&self, body: &[u8], client_ip: Option<IpAddr>) -> Reply {
-        let ip = client_ip.map(client_key).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let ip = client_ip
+            .map(client_key)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if !self.dcr.allow(ip) {
-            self.om().registrations.with_label_values(&["rate_limited"]).inc();
-            let mut r = Reply::oauth_error(429, "rate_limited", "too many registrations from this address; retry in a minute");
+            self.om()
+                .registrations
+                .with_label_values(&["rate_limited"])
+                .inc();
+            let mut r = Reply::oauth_error(
+                429,
+                "rate_limited",
+                "too many registrations from this address; retry in a minute",
+            );
             r.headers.push(("retry-after", "60".into()));
             return r;
         }
@@ -974,7 +1133,10 @@ impl Broker {
                 Reply::json(201, &v)
             }
             Err((code, why)) => {
-                self.om().registrations.with_label_values(&["invalid"]).inc();
+                self.om()
+                    .registrations
+                    .with_label_values(&["invalid"])
+                    .inc();
                 Reply::oauth_error(400, code, &why)
             }
         }
@@ -983,23 +1145,35 @@ impl Broker {
     fn registration(&self, body: &[u8]) -> Result<Value, (&'static str, String)> {
         let meta = |s: &str| ("invalid_client_metadata", s.to_string());
         let v: Value = serde_json::from_slice(body).map_err(|_| meta("the body is not JSON"))?;
-        let obj = v.as_object().ok_or_else(|| meta("the body is not a JSON object"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| meta("the body is not a JSON object"))?;
         let uris: Vec<String> = obj
             .get("redirect_uris")
             .and_then(Value::as_array)
-            .ok_or(("invalid_redirect_uri", "redirect_uris is required".to_string()))?
+            .ok_or((
+                "invalid_redirect_uri",
+                "redirect_uris is required".to_string(),
+            ))?
             .iter()
             .map(|u| u.as_str().map(str::to_string))
             .collect::<Option<_>>()
-            .ok_or(("invalid_redirect_uri", "every redirect URI must be a string".to_string()))?;
+            .ok_or((
+                "invalid_redirect_uri",
+                "every redirect URI must be a string".to_string(),
+            ))?;
         if uris.is_empty() || uris.len() > self.cfg.max_redirect_uris {
             return Err((
                 "invalid_redirect_uri",
-                format!("give between 1 and {} redirect URIs", self.cfg.max_redirect_uris),
+                format!(
+                    "give between 1 and {} redirect URIs",
+                    self.cfg.max_redirect_uris
+                ),
             ));
         }
         for u in &uris {
-            redirect::registrable(u).map_err(|why| ("invalid_redirect_uri", format!("`{u}`: {why}")))?;
+            redirect::registrable(u)
+                .map_err(|why| ("invalid_redirect_uri", format!("`{u}`: {why}")))?;
         }
         let method = match obj.get("token_endpoint_auth_method") {
             None => AuthMethod::Basic, // RFC 7591 §2 default
@@ -1066,7 +1240,8 @@ impl Broker {
         let invalid = |why: &str| {
             let mut r = Reply::oauth_error(401, "invalid_client", why);
             if p.basic {
-                r.headers.push(("www-authenticate", "Basic realm=\"tailbridge\"".into()));
+                r.headers
+                    .push(("www-authenticate", "Basic realm=\"tailbridge\"".into()));
             }
             r
         };
@@ -1080,10 +1255,14 @@ impl Broker {
         };
         match (client.method(), p.secret.as_deref()) {
             (AuthMethod::None, None) => Ok(client),
-            (AuthMethod::None, Some(_)) => Err(invalid("this client is public: send no client_secret")),
+            (AuthMethod::None, Some(_)) => {
+                Err(invalid("this client is public: send no client_secret"))
+            }
             (_, Some(s)) if self.keys.verify_mac("client-secret", id.as_bytes(), s) => Ok(client),
             (_, Some(_)) => Err(invalid("wrong client_secret")),
-            (_, None) => Err(invalid("this client must authenticate with its client_secret")),
+            (_, None) => Err(invalid(
+                "this client must authenticate with its client_secret",
+            )),
         }
     }
 
@@ -1095,19 +1274,29 @@ impl Broker {
         };
         starts("code", Kind::Code)
             || starts("refresh_token", Kind::RefreshToken)
-            || p.client_id.as_deref().is_some_and(|id| self.owns_client_id(id))
+            || p.client_id
+                .as_deref()
+                .is_some_and(|id| self.owns_client_id(id))
     }
 
     /// `POST /token` for the broker's clients.
     pub async fn token(&self, body: &[(String, String)], p: Presented) -> Reply {
         let grant = match single(body, "grant_type") {
             Ok(Some(g)) => g,
-            _ => return Reply::oauth_error(400, "invalid_request", "grant_type is required (once)"),
+            _ => {
+                return Reply::oauth_error(400, "invalid_request", "grant_type is required (once)")
+            }
         };
         let label = match grant {
             "authorization_code" => "authorization_code",
             "refresh_token" => "refresh_token",
-            _ => return Reply::oauth_error(400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token"),
+            _ => {
+                return Reply::oauth_error(
+                    400,
+                    "unsupported_grant_type",
+                    "grant_type must be authorization_code or refresh_token",
+                )
+            }
         };
         let (reply, outcome) = match self.authenticate_client(&p).await {
             Err(r) => (r, "invalid_client"),
@@ -1128,7 +1317,10 @@ impl Broker {
             single(body, "redirect_uri"),
             single(body, "resource"),
         ) else {
-            return bad("invalid_request", "code is required, and no parameter may repeat");
+            return bad(
+                "invalid_request",
+                "code is required, and no parameter may repeat",
+            );
         };
         let Some(c) = self.open::<Code>(Kind::Code, code) else {
             return bad("invalid_grant", "the code is invalid");
@@ -1140,17 +1332,26 @@ impl Broker {
             return bad("invalid_grant", "the code was issued to another client");
         }
         if redirect_uri.is_some_and(|r| r != c.ru) {
-            return bad("invalid_grant", "redirect_uri differs from the authorization request's");
+            return bad(
+                "invalid_grant",
+                "redirect_uri differs from the authorization request's",
+            );
         }
         let Some(verifier) = verifier else {
             return bad("invalid_request", "code_verifier is required (PKCE)");
         };
         if !pkce::verify(verifier, &c.cc) {
-            return bad("invalid_grant", "code_verifier does not match the code_challenge");
+            return bad(
+                "invalid_grant",
+                "code_verifier does not match the code_challenge",
+            );
         }
         if let Some(r) = resource {
             if normalise_url(r) != c.r {
-                return bad("invalid_target", "resource differs from the one consented to");
+                return bad(
+                    "invalid_target",
+                    "resource differs from the one consented to",
+                );
             }
         }
         // Single use: the first redemption inserts the code's id; any later one finds it.
@@ -1206,10 +1407,19 @@ impl Broker {
         Some(out)
     }
 
-    async fn refresh_grant(&self, body: &[(String, String)], client: &Client) -> (Reply, &'static str) {
+    async fn refresh_grant(
+        &self,
+        body: &[(String, String)],
+        client: &Client,
+    ) -> (Reply, &'static str) {
         let bad = |code: &str, why: &str| (Reply::oauth_error(400, code, why), outcome_of(code));
-        let (Ok(Some(token)), Ok(resource)) = (single(body, "refresh_token"), single(body, "resource")) else {
-            return bad("invalid_request", "refresh_token is required, and no parameter may repeat");
+        let (Ok(Some(token)), Ok(resource)) =
+            (single(body, "refresh_token"), single(body, "resource"))
+        else {
+            return bad(
+                "invalid_request",
+                "refresh_token is required, and no parameter may repeat",
+            );
         };
         let Some(rt) = self.open::<Refresh>(Kind::RefreshToken, token) else {
             return bad("invalid_grant", "the refresh token is invalid");
@@ -1218,10 +1428,16 @@ impl Broker {
             return bad("invalid_grant", "the refresh token expired");
         }
         if rt.c != client.id() {
-            return bad("invalid_grant", "the refresh token was issued to another client");
+            return bad(
+                "invalid_grant",
+                "the refresh token was issued to another client",
+            );
         }
         if resource.is_some_and(|r| normalise_url(r) != rt.r) {
-            return bad("invalid_target", "resource differs from the one consented to");
+            return bad(
+                "invalid_target",
+                "resource differs from the one consented to",
+            );
         }
         // One refresh per token at a time; a repeat within the window gets the same answer
         // (tsidp's refresh tokens are single-use: a second call would fail and log the user out).
@@ -1248,7 +1464,11 @@ impl Broker {
             }
             Err(e) => {
                 log::warn!("broker refresh: tsidp unavailable: {e}");
-                let mut r = Reply::oauth_error(503, "temporarily_unavailable", "the identity provider cannot be reached; retry");
+                let mut r = Reply::oauth_error(
+                    503,
+                    "temporarily_unavailable",
+                    "the identity provider cannot be reached; retry",
+                );
                 r.headers.push(("retry-after", "5".into()));
                 (r, "idp_unavailable")
             }
@@ -1257,26 +1477,48 @@ impl Broker {
 
     /// Refresh at tsidp and mint new tokens. `Err` only for transient failures (not cached).
     async fn refresh_at_idp(&self, rt: &Refresh) -> Result<Reply, Arc<String>> {
-        let form = [("grant_type", "refresh_token"), ("refresh_token", rt.t.as_str())];
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.t.as_str()),
+        ];
         let tokens = match self.idp_token(&form).await {
             Ok(t) => t,
             Err(IdpFailure::Unavailable(why)) => return Err(Arc::new(why)),
             Err(IdpFailure::Refused(why)) => {
                 log::info!("broker refresh refused by tsidp for client {}: {why}", rt.c);
-                return Ok(Reply::oauth_error(400, "invalid_grant", &format!("the identity provider refused the refresh ({why}); sign in again")));
+                return Ok(Reply::oauth_error(
+                    400,
+                    "invalid_grant",
+                    &format!("the identity provider refused the refresh ({why}); sign in again"),
+                ));
             }
         };
         let who = match self.identify(&tokens.access).await {
             Ok(w) => w,
             Err(IdentifyError::Inactive) => {
-                return Ok(Reply::oauth_error(400, "invalid_grant", "the identity provider no longer accepts this user"))
+                return Ok(Reply::oauth_error(
+                    400,
+                    "invalid_grant",
+                    "the identity provider no longer accepts this user",
+                ))
             }
             Err(IdentifyError::Unavailable(why)) => return Err(Arc::new(why)),
         };
         if who.sub.is_some() && rt.s.is_some() && who.sub != rt.s {
-            return Ok(Reply::oauth_error(400, "invalid_grant", "the identity provider answered for another user"));
+            return Ok(Reply::oauth_error(
+                400,
+                "invalid_grant",
+                "the identity provider answered for another user",
+            ));
         }
-        match self.mint(&rt.c, &rt.r, who.sub.or(rt.s.clone()), who.username.or(rt.u.clone()), who.grants, tokens.refresh) {
+        match self.mint(
+            &rt.c,
+            &rt.r,
+            who.sub.or(rt.s.clone()),
+            who.username.or(rt.u.clone()),
+            who.grants,
+            tokens.refresh,
+        ) {
             Some(v) => Ok(Reply::json(200, &v)),
             None => Ok(Reply::oauth_error(500, "server_error", "sealing failed")),
         }
@@ -1338,7 +1580,10 @@ impl Broker {
             .ok_or_else(|| IdpFailure::Refused("no access_token in the answer".into()))?;
         Ok(IdpTokens {
             access: access.to_string(),
-            refresh: v.get("refresh_token").and_then(Value::as_str).map(str::to_string),
+            refresh: v
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 
@@ -1389,7 +1634,10 @@ impl Broker {
         let body = match resp {
             Ok(r) if r.status().as_u16() == 200 => read_capped(r, self.idp.max_bytes).await.ok(),
             Ok(r) => {
-                log::warn!("broker: userinfo answered HTTP {}: no tool grants from the claim", r.status().as_u16());
+                log::warn!(
+                    "broker: userinfo answered HTTP {}: no tool grants from the claim",
+                    r.status().as_u16()
+                );
                 None
             }
             Err(e) => {
@@ -1404,7 +1652,9 @@ impl Broker {
     /// Verify a broker access token for the endpoint at `endpoint_url`. Pure apart from the
     /// clock: no I/O.
     pub fn verify(&self, token: &str, endpoint_url: &str) -> Result<Principal, AuthError> {
-        let a: Access = self.open(Kind::AccessToken, token).ok_or(AuthError::Inactive)?;
+        let a: Access = self
+            .open(Kind::AccessToken, token)
+            .ok_or(AuthError::Inactive)?;
         if a.e <= now() {
             return Err(AuthError::Expired);
         }

@@ -130,7 +130,10 @@ mod tests {
 
     #[test]
     fn error_page_escapes() {
-        let p = error("Bad <request>", "redirect_uri `x\"` is <b>not</b> registered");
+        let p = error(
+            "Bad <request>",
+            "redirect_uri `x\"` is <b>not</b> registered",
+        );
         assert!(p.contains("Bad &lt;request&gt;"));
         assert!(!p.contains("<b>not</b>"));
     }

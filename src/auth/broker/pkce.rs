@@ -44,7 +44,9 @@ mod tests {
         let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         assert_eq!(challenge(v), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
         assert!(verify(v, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
-        assert!(valid_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(valid_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
     }
 
     #[test]
@@ -54,7 +56,7 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXl", &c), // wrong verifier
             (v, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"),  // wrong challenge
-            (v, v),                                               // plain method
+            (v, v),                                              // plain method
             ("short", &c),
             (&"a".repeat(129), &c),
             ("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjX+", &c), // bad character
@@ -63,7 +65,12 @@ mod tests {
         for (verifier, ch) in cases {
             assert!(!verify(verifier, ch), "{verifier} / {ch}");
         }
-        for bad in ["", "abc", &"A".repeat(44), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"] {
+        for bad in [
+            "",
+            "abc",
+            &"A".repeat(44),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM",
+        ] {
             assert!(!valid_challenge(bad), "{bad}");
         }
     }

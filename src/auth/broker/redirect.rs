@@ -145,17 +145,53 @@ mod tests {
             ("https://claude.ai/cb", "https://claude.ai/cb/", false),
             ("https://claude.ai/cb", "https://claude.ai:8443/cb", false),
             ("https://claude.ai/cb", "https://claude.ai/cb?x=1", false),
-            ("http://127.0.0.1/callback", "http://127.0.0.1:51234/callback", true),
-            ("http://127.0.0.1:80/callback", "http://127.0.0.1:51234/callback", true),
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:51234/callback",
+                true,
+            ),
+            (
+                "http://127.0.0.1:80/callback",
+                "http://127.0.0.1:51234/callback",
+                true,
+            ),
             ("http://localhost:7777/cb", "http://localhost:9999/cb", true),
             ("http://[::1]/cb", "http://[::1]:4000/cb", true),
-            ("http://127.0.0.1/callback", "http://localhost:51234/callback", false),
-            ("http://127.0.0.1/callback", "http://127.0.0.1:1/other", false),
-            ("http://127.0.0.1/callback", "http://127.0.0.1:1/callback?x", false),
-            ("http://127.0.0.1/callback", "https://127.0.0.1:1/callback", false),
-            ("http://127.0.0.1/callback", "http://u@127.0.0.1:1/callback", false),
-            ("cursor://anysphere.cursor-mcp/oauth/callback", "cursor://anysphere.cursor-mcp/oauth/callback", true),
-            ("cursor://anysphere.cursor-mcp/oauth/callback", "cursor://evil/oauth/callback", false),
+            (
+                "http://127.0.0.1/callback",
+                "http://localhost:51234/callback",
+                false,
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:1/other",
+                false,
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:1/callback?x",
+                false,
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "https://127.0.0.1:1/callback",
+                false,
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "http://u@127.0.0.1:1/callback",
+                false,
+            ),
+            (
+                "cursor://anysphere.cursor-mcp/oauth/callback",
+                "cursor://anysphere.cursor-mcp/oauth/callback",
+                true,
+            ),
+            (
+                "cursor://anysphere.cursor-mcp/oauth/callback",
+                "cursor://evil/oauth/callback",
+                false,
+            ),
         ];
         for (reg, given, want) in cases {
             assert_eq!(matches(reg, given), want, "{reg} vs {given}");

@@ -332,7 +332,14 @@ mod tests {
                 assert!(r.open(Kind::Code, &t).is_none(), "tampered at {i}");
             }
         }
-        for junk in ["", "tbx_", "tbx_0000.", "tbx_zz.AAAA", "nonsense", "tbx_abcd.!!!"] {
+        for junk in [
+            "",
+            "tbx_",
+            "tbx_0000.",
+            "tbx_zz.AAAA",
+            "nonsense",
+            "tbx_abcd.!!!",
+        ] {
             assert!(r.open(Kind::Code, junk).is_none(), "{junk}");
         }
         // Truncated.

@@ -13,8 +13,14 @@ fn broker_with(keys: &[[u8; KEY_LEN]]) -> Broker {
         KeyRing::from_keys(keys),
         ORIGIN,
         vec![
-            Resource { path: "/mcp/a".into(), url: format!("{ORIGIN}/mcp/a") },
-            Resource { path: "/mcp/b".into(), url: format!("{ORIGIN}/mcp/b") },
+            Resource {
+                path: "/mcp/a".into(),
+                url: format!("{ORIGIN}/mcp/a"),
+            },
+            Resource {
+                path: "/mcp/b".into(),
+                url: format!("{ORIGIN}/mcp/b"),
+            },
         ],
     )
 }
@@ -24,7 +30,10 @@ fn broker() -> Broker {
 }
 
 fn register(b: &Broker, body: Value) -> Value {
-    let r = b.register(body.to_string().as_bytes(), Some("203.0.113.9".parse().unwrap()));
+    let r = b.register(
+        body.to_string().as_bytes(),
+        Some("203.0.113.9".parse().unwrap()),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     serde_json::from_str(&r.body).unwrap()
 }
@@ -47,7 +56,9 @@ fn location(r: &Reply) -> Option<url::Url> {
 }
 
 fn param(u: &url::Url, k: &str) -> Option<String> {
-    u.query_pairs().find(|(x, _)| x == k).map(|(_, v)| v.into_owned())
+    u.query_pairs()
+        .find(|(x, _)| x == k)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A code as `/oauth/consent` makes it.
@@ -68,11 +79,18 @@ fn code_for(b: &Broker, client: &str, resource: &str) -> String {
 }
 
 fn token_form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn public(id: &str) -> Presented {
-    Presented { client_id: Some(id.into()), secret: None, basic: false }
+    Presented {
+        client_id: Some(id.into()),
+        secret: None,
+        basic: false,
+    }
 }
 
 async fn redeem(b: &Broker, client: &str, code: &str, verifier: &str) -> Reply {
@@ -90,20 +108,38 @@ async fn redeem(b: &Broker, client: &str, code: &str, verifier: &str) -> Reply {
 }
 
 fn error_of(r: &Reply) -> String {
-    serde_json::from_str::<Value>(&r.body).unwrap()["error"].as_str().unwrap_or("").to_string()
+    serde_json::from_str::<Value>(&r.body).unwrap()["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
 fn registration_table() {
     let b = broker();
     let cases: &[(Value, &str)] = &[
-        (json!({"redirect_uris": ["http://evil.example/cb"]}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": ["http://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
         (json!({"redirect_uris": []}), "invalid_redirect_uri"),
         (json!({}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": ["javascript:alert(1)"]}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}), "invalid_client_metadata"),
-        (json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}), "invalid_client_metadata"),
-        (json!({"redirect_uris": ["https://a.example/cb"], "response_types": ["token"]}), "invalid_client_metadata"),
+        (
+            json!({"redirect_uris": ["javascript:alert(1)"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": ["https://a.example/cb"], "response_types": ["token"]}),
+            "invalid_client_metadata",
+        ),
         (json!([1, 2]), "invalid_client_metadata"),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
@@ -113,7 +149,10 @@ fn registration_table() {
         assert_eq!(error_of(&r), *want, "{body}: {}", r.body);
     }
     // Public: no secret. Confidential: a secret that authenticates.
-    let p = register(&b, json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"], "token_endpoint_auth_method": "none"}));
+    let p = register(
+        &b,
+        json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"], "token_endpoint_auth_method": "none"}),
+    );
     assert!(p.get("client_secret").is_none());
     assert!(p["client_id"].as_str().unwrap().starts_with("tbc_"));
 }
@@ -128,31 +167,44 @@ fn registration_is_rate_limited_per_address() {
     }
     let r = b.register(body.as_bytes(), ip);
     assert_eq!(r.status, 429);
-    assert_eq!(b.register(body.as_bytes(), Some("198.51.100.21".parse().unwrap())).status, 201);
+    assert_eq!(
+        b.register(body.as_bytes(), Some("198.51.100.21".parse().unwrap()))
+            .status,
+        201
+    );
 }
 
 #[tokio::test]
 async fn authorize_refusals_before_the_redirect_uri_is_known_are_pages() {
     let b = broker();
     let id = public_client(&b);
-    let base = format!("response_type=code&code_challenge={}&code_challenge_method=S256", pkce::challenge(VERIFIER));
+    let base = format!(
+        "response_type=code&code_challenge={}&code_challenge_method=S256",
+        pkce::challenge(VERIFIER)
+    );
     let cases = [
-        base.clone(),                                                                   // no client_id
+        base.clone(), // no client_id
         format!("{base}&client_id=tbc_0000.AAAA&redirect_uri=http://127.0.0.1/callback"), // forged client
-        format!("{base}&client_id={id}&redirect_uri=http://127.0.0.1:1/other"),         // not registered
-        format!("{base}&client_id={id}&redirect_uri=https://evil.example/callback"),     // not registered
-        format!("{base}&client_id={id}&client_id={id}"),                                // repeated
-        format!("{base}&client_id=https://10.0.0.1/c.json"),                            // CIMD on a private address
+        format!("{base}&client_id={id}&redirect_uri=http://127.0.0.1:1/other"), // not registered
+        format!("{base}&client_id={id}&redirect_uri=https://evil.example/callback"), // not registered
+        format!("{base}&client_id={id}&client_id={id}"),                             // repeated
+        format!("{base}&client_id=https://10.0.0.1/c.json"), // CIMD on a private address
     ];
     for q in cases {
         let r = b.authorize(Some(&q)).await.unwrap();
         assert_eq!(r.status, 400, "{q}");
         assert!(location(&r).is_none(), "{q} redirected");
         assert_eq!(r.content_type, HTML);
-        assert!(r.headers.iter().any(|(k, v)| *k == "x-frame-options" && v == "DENY"));
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| *k == "x-frame-options" && v == "DENY"));
     }
     // A client the broker does not own goes to tsidp untouched.
-    assert!(b.authorize(Some(&format!("{base}&client_id=claude-static"))).await.is_none());
+    assert!(b
+        .authorize(Some(&format!("{base}&client_id=claude-static")))
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -172,7 +224,11 @@ async fn authorize_refusals_after_the_redirect_uri_go_back_with_iss() {
         let r = b.authorize(Some(&q)).await.unwrap();
         assert_eq!(r.status, 302, "{q}");
         let l = location(&r).unwrap();
-        assert_eq!(l.origin().ascii_serialization(), "http://127.0.0.1:4321", "{q}");
+        assert_eq!(
+            l.origin().ascii_serialization(),
+            "http://127.0.0.1:4321",
+            "{q}"
+        );
         assert_eq!(param(&l, "error").as_deref(), Some(want), "{q}");
         assert_eq!(param(&l, "state").as_deref(), Some("s1"));
         assert_eq!(param(&l, "iss").as_deref(), Some(ORIGIN));
@@ -186,35 +242,69 @@ async fn code_grant_refusals() {
     let other = public_client(&b);
     let code = code_for(&b, &a, &format!("{ORIGIN}/mcp/a"));
     // Wrong verifier, another client, another redirect URI, forged code, another resource.
-    let r = redeem(&b, &a, &code, "wrong-verifier-wrong-verifier-wrong-verifier-x").await;
+    let r = redeem(
+        &b,
+        &a,
+        &code,
+        "wrong-verifier-wrong-verifier-wrong-verifier-x",
+    )
+    .await;
     assert_eq!((r.status, error_of(&r).as_str()), (400, "invalid_grant"));
     let r = redeem(&b, &other, &code, VERIFIER).await;
-    assert_eq!((r.status, error_of(&r).as_str()), (400, "invalid_grant"), "client B used client A's code");
+    assert_eq!(
+        (r.status, error_of(&r).as_str()),
+        (400, "invalid_grant"),
+        "client B used client A's code"
+    );
     let r = b
         .token(
-            &token_form(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER), ("redirect_uri", "http://127.0.0.1:5555/elsewhere")]),
+            &token_form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", VERIFIER),
+                ("redirect_uri", "http://127.0.0.1:5555/elsewhere"),
+            ]),
             public(&a),
         )
         .await;
     assert_eq!(error_of(&r), "invalid_grant");
     let r = b
         .token(
-            &token_form(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER), ("resource", &format!("{ORIGIN}/mcp/b"))]),
+            &token_form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", VERIFIER),
+                ("resource", &format!("{ORIGIN}/mcp/b")),
+            ]),
             public(&a),
         )
         .await;
     assert_eq!(error_of(&r), "invalid_target");
     let r = b
-        .token(&token_form(&[("grant_type", "authorization_code"), ("code", &code)]), public(&a))
+        .token(
+            &token_form(&[("grant_type", "authorization_code"), ("code", &code)]),
+            public(&a),
+        )
         .await;
     assert_eq!(error_of(&r), "invalid_request", "missing verifier");
     let forged = code.replacen('.', ".A", 1);
-    assert_eq!(error_of(&redeem(&b, &a, &forged, VERIFIER).await), "invalid_grant");
+    assert_eq!(
+        error_of(&redeem(&b, &a, &forged, VERIFIER).await),
+        "invalid_grant"
+    );
     // A public client that sends a secret, an unknown client.
     let r = b
         .token(
-            &token_form(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER)]),
-            Presented { client_id: Some(a.clone()), secret: Some("x".into()), basic: true },
+            &token_form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", VERIFIER),
+            ]),
+            Presented {
+                client_id: Some(a.clone()),
+                secret: Some("x".into()),
+                basic: true,
+            },
         )
         .await;
     assert_eq!(r.status, 401);
@@ -226,51 +316,117 @@ async fn code_grant_refusals() {
     assert_eq!(v["token_type"], "Bearer");
     assert_eq!(v["expires_in"], 3600);
     assert!(v["refresh_token"].as_str().unwrap().starts_with("tbr_"));
-    assert!(ok.headers.iter().any(|(k, v)| *k == "cache-control" && v == "no-store"));
+    assert!(ok
+        .headers
+        .iter()
+        .any(|(k, v)| *k == "cache-control" && v == "no-store"));
     let replay = redeem(&b, &a, &code, VERIFIER).await;
-    assert_eq!((replay.status, error_of(&replay).as_str()), (400, "invalid_grant"), "code replay");
+    assert_eq!(
+        (replay.status, error_of(&replay).as_str()),
+        (400, "invalid_grant"),
+        "code replay"
+    );
 }
 
 #[tokio::test]
 async fn confidential_clients_authenticate() {
     let b = broker();
-    let reg = register(&b, json!({"redirect_uris": ["https://c.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}));
+    let reg = register(
+        &b,
+        json!({"redirect_uris": ["https://c.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+    );
     let id = reg["client_id"].as_str().unwrap();
     let secret = reg["client_secret"].as_str().unwrap();
-    let client = |s: Option<&str>| Presented { client_id: Some(id.into()), secret: s.map(str::to_string), basic: true };
+    let client = |s: Option<&str>| Presented {
+        client_id: Some(id.into()),
+        secret: s.map(str::to_string),
+        basic: true,
+    };
     assert!(b.authenticate_client(&client(Some(secret))).await.is_ok());
     for bad in [None, Some("wrong"), Some("")] {
-        assert_eq!(b.authenticate_client(&client(bad)).await.unwrap_err().status, 401, "{bad:?}");
+        assert_eq!(
+            b.authenticate_client(&client(bad))
+                .await
+                .unwrap_err()
+                .status,
+            401,
+            "{bad:?}"
+        );
     }
     // Another broker key: neither the id nor the secret is accepted.
     let other = broker_with(&[[8; KEY_LEN]]);
-    assert!(other.authenticate_client(&client(Some(secret))).await.is_err());
+    assert!(other
+        .authenticate_client(&client(Some(secret)))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
 async fn access_tokens_are_bound_and_sealed() {
     let b = broker();
     let a = public_client(&b);
-    let v: Value = serde_json::from_str(&redeem(&b, &a, &code_for(&b, &a, &format!("{ORIGIN}/mcp/a")), VERIFIER).await.body).unwrap();
+    let v: Value = serde_json::from_str(
+        &redeem(
+            &b,
+            &a,
+            &code_for(&b, &a, &format!("{ORIGIN}/mcp/a")),
+            VERIFIER,
+        )
+        .await
+        .body,
+    )
+    .unwrap();
     let at = v["access_token"].as_str().unwrap();
     let p = b.verify(at, &format!("{ORIGIN}/mcp/a")).unwrap();
     assert_eq!(p.username.as_deref(), Some("alice@example.com"));
     assert_eq!(p.sub.as_deref(), Some("1001"));
     assert_eq!(p.client_id.as_deref(), Some(a.as_str()));
     assert_eq!(p.tool_grants.len(), 1);
-    assert_eq!(b.verify(at, &format!("{ORIGIN}/mcp/b")), Err(AuthError::WrongAudience));
+    assert_eq!(
+        b.verify(at, &format!("{ORIGIN}/mcp/b")),
+        Err(AuthError::WrongAudience)
+    );
     // Tampered, of another kind, expired.
     let tampered = format!("{}A", &at[..at.len() - 1]);
-    assert_eq!(b.verify(&tampered, &format!("{ORIGIN}/mcp/a")), Err(AuthError::Inactive));
+    assert_eq!(
+        b.verify(&tampered, &format!("{ORIGIN}/mcp/a")),
+        Err(AuthError::Inactive)
+    );
     let rt = v["refresh_token"].as_str().unwrap();
-    assert_eq!(b.verify(rt, &format!("{ORIGIN}/mcp/a")), Err(AuthError::Inactive));
+    assert_eq!(
+        b.verify(rt, &format!("{ORIGIN}/mcp/a")),
+        Err(AuthError::Inactive)
+    );
     let expired = b
-        .seal(Kind::AccessToken, &Access { s: None, u: None, c: a.clone(), r: ORIGIN.into(), g: None, e: now() - 1 })
+        .seal(
+            Kind::AccessToken,
+            &Access {
+                s: None,
+                u: None,
+                c: a.clone(),
+                r: ORIGIN.into(),
+                g: None,
+                e: now() - 1,
+            },
+        )
         .unwrap();
-    assert_eq!(b.verify(&expired, &format!("{ORIGIN}/mcp/a")), Err(AuthError::Expired));
+    assert_eq!(
+        b.verify(&expired, &format!("{ORIGIN}/mcp/a")),
+        Err(AuthError::Expired)
+    );
     // An origin token is good on every endpoint.
     let all = b
-        .seal(Kind::AccessToken, &Access { s: None, u: None, c: a.clone(), r: ORIGIN.into(), g: None, e: now() + 60 })
+        .seal(
+            Kind::AccessToken,
+            &Access {
+                s: None,
+                u: None,
+                c: a.clone(),
+                r: ORIGIN.into(),
+                g: None,
+                e: now() + 60,
+            },
+        )
         .unwrap();
     assert!(b.verify(&all, &format!("{ORIGIN}/mcp/b")).is_ok());
 }
@@ -279,13 +435,24 @@ async fn access_tokens_are_bound_and_sealed() {
 async fn key_rotation() {
     let old = broker_with(&[[1; KEY_LEN]]);
     let a = public_client(&old);
-    let v: Value = serde_json::from_str(&redeem(&old, &a, &code_for(&old, &a, ORIGIN), VERIFIER).await.body).unwrap();
+    let v: Value = serde_json::from_str(
+        &redeem(&old, &a, &code_for(&old, &a, ORIGIN), VERIFIER)
+            .await
+            .body,
+    )
+    .unwrap();
     let at = v["access_token"].as_str().unwrap();
     let rotated = broker_with(&[[2; KEY_LEN], [1; KEY_LEN]]);
-    assert!(rotated.verify(at, &format!("{ORIGIN}/mcp/a")).is_ok(), "old key still opens");
+    assert!(
+        rotated.verify(at, &format!("{ORIGIN}/mcp/a")).is_ok(),
+        "old key still opens"
+    );
     assert!(matches!(rotated.client(&a).await, Ok(Some(_))));
     let dropped = broker_with(&[[2; KEY_LEN]]);
-    assert_eq!(dropped.verify(at, &format!("{ORIGIN}/mcp/a")), Err(AuthError::Inactive));
+    assert_eq!(
+        dropped.verify(at, &format!("{ORIGIN}/mcp/a")),
+        Err(AuthError::Inactive)
+    );
     assert!(dropped.client(&a).await.is_err());
 }
 
@@ -302,9 +469,20 @@ fn consent_for(b: &Broker, client: &str) -> (String, String, String) {
         v: b.keys.random(32).unwrap(),
         e: now() + 600,
     };
-    let cookie = format!("{}={}", b.flow_cookie_name(&flow.id), b.seal(Kind::Flow, &flow).unwrap());
+    let cookie = format!(
+        "{}={}",
+        b.flow_cookie_name(&flow.id),
+        b.seal(Kind::Flow, &flow).unwrap()
+    );
     let csrf = b.keys.mac("csrf", flow.b.as_bytes());
-    let c = Consent { f: flow, s: Some("1001".into()), u: Some("alice@example.com".into()), g: None, t: Some("rt".into()), e: now() + 600 };
+    let c = Consent {
+        f: flow,
+        s: Some("1001".into()),
+        u: Some("alice@example.com".into()),
+        g: None,
+        t: Some("rt".into()),
+        e: now() + 600,
+    };
     (b.seal(Kind::Consent, &c).unwrap(), cookie, csrf)
 }
 
@@ -323,14 +501,49 @@ async fn consent_refusals() {
     let (consent, cookie, csrf) = consent_for(&b, &a);
     let (_, other_cookie, other_csrf) = consent_for(&b, &a);
     let cases: Vec<(String, Option<String>, Option<&str>, u16)> = vec![
-        (consent_body(&consent, &csrf, "allow"), None, None, 400),                       // no flow cookie
-        (consent_body(&consent, &other_csrf, "allow"), Some(cookie.clone()), None, 400),   // CSRF of another flow
-        (consent_body(&consent, "AAAA", "allow"), Some(cookie.clone()), None, 400),        // bad CSRF
-        (consent_body(&consent, &csrf, "allow"), Some(other_cookie.clone()), None, 400),   // another browser's cookie
-        (consent_body(&consent, &csrf, "allow"), Some(cookie.clone()), Some("https://evil.example"), 403),
-        (consent_body(&format!("{consent}x"), &csrf, "allow"), Some(cookie.clone()), None, 400),
-        (consent_body(&consent, &csrf, "maybe"), Some(cookie.clone()), None, 400),
-        (format!("consent={consent}"), Some(cookie.clone()), None, 400),
+        (consent_body(&consent, &csrf, "allow"), None, None, 400), // no flow cookie
+        (
+            consent_body(&consent, &other_csrf, "allow"),
+            Some(cookie.clone()),
+            None,
+            400,
+        ), // CSRF of another flow
+        (
+            consent_body(&consent, "AAAA", "allow"),
+            Some(cookie.clone()),
+            None,
+            400,
+        ), // bad CSRF
+        (
+            consent_body(&consent, &csrf, "allow"),
+            Some(other_cookie.clone()),
+            None,
+            400,
+        ), // another browser's cookie
+        (
+            consent_body(&consent, &csrf, "allow"),
+            Some(cookie.clone()),
+            Some("https://evil.example"),
+            403,
+        ),
+        (
+            consent_body(&format!("{consent}x"), &csrf, "allow"),
+            Some(cookie.clone()),
+            None,
+            400,
+        ),
+        (
+            consent_body(&consent, &csrf, "maybe"),
+            Some(cookie.clone()),
+            None,
+            400,
+        ),
+        (
+            format!("consent={consent}"),
+            Some(cookie.clone()),
+            None,
+            400,
+        ),
     ];
     for (body, cookies, origin, want) in cases {
         let r = b.consent(&body, cookies.as_deref(), origin).await;
@@ -338,14 +551,25 @@ async fn consent_refusals() {
         assert!(location(&r).is_none());
     }
     // Deny: back to the client with access_denied, state and iss; the cookie is cleared.
-    let r = b.consent(&consent_body(&consent, &csrf, "deny"), Some(&cookie), Some(ORIGIN)).await;
+    let r = b
+        .consent(
+            &consent_body(&consent, &csrf, "deny"),
+            Some(&cookie),
+            Some(ORIGIN),
+        )
+        .await;
     let l = location(&r).unwrap();
     assert_eq!(param(&l, "error").as_deref(), Some("access_denied"));
     assert_eq!(param(&l, "state").as_deref(), Some("client-state"));
     assert_eq!(param(&l, "iss").as_deref(), Some(ORIGIN));
-    assert!(r.headers.iter().any(|(k, v)| *k == "set-cookie" && v.contains("Max-Age=0")));
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| *k == "set-cookie" && v.contains("Max-Age=0")));
     // Allow: a code that redeems.
-    let r = b.consent(&consent_body(&consent, &csrf, "allow"), Some(&cookie), None).await;
+    let r = b
+        .consent(&consent_body(&consent, &csrf, "allow"), Some(&cookie), None)
+        .await;
     let l = location(&r).unwrap();
     assert_eq!(param(&l, "iss").as_deref(), Some(ORIGIN));
     let code = param(&l, "code").unwrap();
@@ -361,8 +585,14 @@ fn metadata_document() {
     assert_eq!(m["client_id_metadata_document_supported"], true);
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
     assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
-    assert!(m["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("none")));
-    assert!(!m["scopes_supported"].as_array().unwrap().contains(&json!("offline_access")));
+    assert!(m["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("none")));
+    assert!(!m["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("offline_access")));
 }
 
 #[test]
@@ -370,27 +600,54 @@ fn credentials_table() {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let body = token_form(&[("client_id", "c1")]);
-    assert_eq!(presented(None, &body).unwrap(), Presented { client_id: Some("c1".into()), secret: None, basic: false });
+    assert_eq!(
+        presented(None, &body).unwrap(),
+        Presented {
+            client_id: Some("c1".into()),
+            secret: None,
+            basic: false
+        }
+    );
     let basic = format!("Basic {}", b64("c%3A1:s%2B"));
     let p = presented(Some(&basic), &[]).unwrap();
-    assert_eq!((p.client_id.as_deref(), p.secret.as_deref(), p.basic), (Some("c:1"), Some("s+"), true));
-    assert!(presented(Some(&format!("Basic {}", b64("c1:s"))), &token_form(&[("client_id", "c2")])).is_err());
-    assert!(presented(Some(&format!("Basic {}", b64("c1:s"))), &token_form(&[("client_secret", "s")])).is_err());
+    assert_eq!(
+        (p.client_id.as_deref(), p.secret.as_deref(), p.basic),
+        (Some("c:1"), Some("s+"), true)
+    );
+    assert!(presented(
+        Some(&format!("Basic {}", b64("c1:s"))),
+        &token_form(&[("client_id", "c2")])
+    )
+    .is_err());
+    assert!(presented(
+        Some(&format!("Basic {}", b64("c1:s"))),
+        &token_form(&[("client_secret", "s")])
+    )
+    .is_err());
     assert!(presented(Some("Basic !!!"), &[]).is_err());
     assert!(presented(None, &token_form(&[("client_id", "a"), ("client_id", "b")])).is_err());
 }
 
 #[test]
 fn cookies_and_params() {
-    assert_eq!(cookie(Some("a=1; tailbridge_flow_x=v; b=2"), "tailbridge_flow_x"), Some("v"));
+    assert_eq!(
+        cookie(Some("a=1; tailbridge_flow_x=v; b=2"), "tailbridge_flow_x"),
+        Some("v")
+    );
     assert_eq!(cookie(Some("a=1"), "b"), None);
     assert_eq!(cookie(None, "b"), None);
     assert_eq!(
-        with_params("http://127.0.0.1:5/cb?x=1", &[("code", "a b"), ("iss", "https://h")]),
+        with_params(
+            "http://127.0.0.1:5/cb?x=1",
+            &[("code", "a b"), ("iss", "https://h")]
+        ),
         "http://127.0.0.1:5/cb?x=1&code=a+b&iss=https%3A%2F%2Fh"
     );
     assert_eq!(
-        with_params("cursor://anysphere.cursor-mcp/oauth/callback", &[("code", "c")]),
+        with_params(
+            "cursor://anysphere.cursor-mcp/oauth/callback",
+            &[("code", "c")]
+        ),
         "cursor://anysphere.cursor-mcp/oauth/callback?code=c"
     );
 }
