@@ -10,6 +10,7 @@ pub mod introspect;
 pub mod metadata;
 pub mod ratelimit;
 pub mod redirect;
+pub mod relay;
 pub mod userinfo;
 pub mod verify;
 
@@ -36,6 +37,8 @@ pub struct AuthRuntime {
     pub registrations: KeyedLimiter,
     /// The OAuth broker (`auth.broker.enabled`).
     pub broker: Option<broker::Broker>,
+    /// Pass-through refresh grants, coalesced.
+    pub relay: relay::TokenRelay,
 }
 
 /// Why auth could not be set up.
@@ -134,6 +137,7 @@ impl AuthRuntime {
             None => None,
         };
         Ok(AuthRuntime {
+            relay: relay::TokenRelay::default(),
             broker,
             verifier: Verifier::new(cfg.clone(), http.clone(), secret, metrics, metadata.clone()),
             metadata,

@@ -273,24 +273,27 @@ impl Bridge {
                 if session.req_header().method != http::Method::POST {
                     return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
                 }
+                let idp_path = format!("{}/token", auth.cfg.issuer.path().trim_end_matches('/'));
+                session.enable_retry_buffering();
+                let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                    Err(e) => return Some(Err(e)),
+                };
+                let pairs = crate::auth::broker::form(&String::from_utf8_lossy(&body));
+                let authz = header_text(session.req_header(), http::header::AUTHORIZATION);
                 if let Some(broker) = &auth.broker {
-                    session.enable_retry_buffering();
-                    let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
-                        Ok(Some(b)) => b,
-                        Ok(None) => {
-                            return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
-                        }
-                        Err(e) => return Some(Err(e)),
-                    };
-                    let pairs = crate::auth::broker::form(&String::from_utf8_lossy(&body));
-                    let authz = header_text(session.req_header(), http::header::AUTHORIZATION);
-                    match crate::auth::broker::presented(authz.as_deref(), &pairs) {
-                        Ok(p) if broker.owns_token_request(&pairs, &p) => {
+                    let presented = crate::auth::broker::presented(authz.as_deref(), &pairs);
+                    let owns = broker.owns_token_request(
+                        &pairs,
+                        presented.as_ref().unwrap_or(&Default::default()),
+                    );
+                    match presented {
+                        Ok(p) if owns => {
                             let reply = broker.token(&pairs, p).await;
                             return Some(self.send_reply(session, ctx, reply).await);
                         }
-                        Ok(_) => {}
-                        Err(why) => {
+                        Err(why) if owns => {
                             let reply = crate::auth::broker::Reply {
                                 status: 400,
                                 content_type: JSON,
@@ -300,10 +303,14 @@ impl Bridge {
                             };
                             return Some(self.send_reply(session, ctx, reply).await);
                         }
+                        _ => {}
                     }
                 }
-                let idp_path = format!("{}/token", auth.cfg.issuer.path().trim_end_matches('/'));
                 ctx.idp_path = Some(idp_path);
+                if pairs.iter().any(|(k, v)| k == "grant_type" && v == "refresh_token") {
+                    return Some(self.relay_refresh(session, ctx, auth, authz, body).await);
+                }
+                // Other grants go to tsidp through the upstream phases (the body is replayed).
                 None
             }
             "/register" => {
@@ -346,6 +353,55 @@ impl Bridge {
             }
             _ => None,
         }
+    }
+
+    /// A pass-through refresh grant, relayed to tsidp once for every identical request
+    /// within the reuse window (`auth::relay`).
+    async fn relay_refresh(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        auth: &AuthRuntime,
+        authz: Option<String>,
+        body: Vec<u8>,
+    ) -> pingora::Result<bool> {
+        let url = format!("{}/token", auth.idp_base);
+        let (answer, called) = auth
+            .relay
+            .refresh(&auth.http, &url, authz.as_deref(), body)
+            .await;
+        if !called {
+            log::info!("/token: a repeated refresh got the answer of the identical request before it");
+        }
+        let relayed = match answer {
+            Ok(r) | Err(crate::auth::relay::RelayError::Upstream(r)) => r,
+            Err(crate::auth::relay::RelayError::Transport(e)) => {
+                log::warn!("/token: IdP unreachable: {e}");
+                ctx.status = 503;
+                let b = json!({"error": "temporarily_unavailable", "error_description": "the identity provider cannot be reached; retry"});
+                return respond::send(
+                    session,
+                    503,
+                    JSON,
+                    &[("retry-after", IDP_RETRY_AFTER)],
+                    Bytes::from(b.to_string()),
+                    self.hsts(),
+                )
+                .await
+                .map(|()| true);
+            }
+        };
+        ctx.status = relayed.status;
+        respond::send(
+            session,
+            relayed.status,
+            &relayed.content_type,
+            &[("pragma", "no-cache")],
+            relayed.body.clone(),
+            self.hsts(),
+        )
+        .await
+        .map(|()| true)
     }
 
     /// Send a reply the broker made.

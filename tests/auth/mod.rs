@@ -404,7 +404,9 @@ async fn token_is_never_retried() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 502);
+    // The IdP failed mid-answer: 503 with Retry-After (a dead IdP), never a second call.
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
     assert_eq!(got.load(Ordering::SeqCst), 1, "/token was retried");
     // Metadata cannot be fetched from this IdP: 503, not a made-up document.
     let r = client()

@@ -100,12 +100,14 @@ try {
   provider.saveTokens(fresh);
   transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
   await session(transport, "after-refresh");
-  // The old refresh token was rotated away: using it again must fail.
+  // The old refresh token was rotated away at tsidp (single use). Sent again within the
+  // bridge's reuse window, the same request gets the same answer instead of a failure that
+  // would log the user out (a client that refreshed twice).
   try {
-    await refreshAuthorization(origin, { metadata, clientInformation: provider.clientInformation(), refreshToken: old.refresh_token, resource: new URL(url) });
-    summary.oldRefreshReused = true;
-  } catch {
-    summary.oldRefreshReused = false;
+    const again = await refreshAuthorization(origin, { metadata, clientInformation: provider.clientInformation(), refreshToken: old.refresh_token, resource: new URL(url) });
+    summary.repeatSameAnswer = again.access_token === fresh.access_token;
+  } catch (e) {
+    summary.repeatSameAnswer = `failed: ${e}`;
   }
   console.log(JSON.stringify(summary));
 } catch (e) {
