@@ -128,9 +128,18 @@ mod tests {
     #[test]
     fn keys_separate_credentials_and_bodies() {
         let a = key(Some("Basic x"), b"grant_type=refresh_token&refresh_token=1");
-        assert_eq!(a, key(Some("Basic x"), b"grant_type=refresh_token&refresh_token=1"));
-        assert_ne!(a, key(Some("Basic y"), b"grant_type=refresh_token&refresh_token=1"));
-        assert_ne!(a, key(Some("Basic x"), b"grant_type=refresh_token&refresh_token=2"));
+        assert_eq!(
+            a,
+            key(Some("Basic x"), b"grant_type=refresh_token&refresh_token=1")
+        );
+        assert_ne!(
+            a,
+            key(Some("Basic y"), b"grant_type=refresh_token&refresh_token=1")
+        );
+        assert_ne!(
+            a,
+            key(Some("Basic x"), b"grant_type=refresh_token&refresh_token=2")
+        );
         assert_ne!(a, key(None, b"grant_type=refresh_token&refresh_token=1"));
         // The separator keeps header and body apart.
         assert_ne!(key(Some("ab"), b"c"), key(Some("a"), b"bc"));

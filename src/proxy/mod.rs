@@ -933,10 +933,18 @@ impl ProxyHttp for Bridge {
         let deadline_passed = ctx.deadline.as_ref().is_some_and(|w| w.fired());
         let peer_gone = ctx.deadline.as_ref().is_some_and(|w| w.peer_gone());
         let downstream = *e.esource() == pingora::ErrorSource::Downstream;
+        let client_gone = downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            );
         // Every failure is answered by tailbridge's own responder: what the classification
         // does not name is the client's 400 when the client made the request unforwardable,
-        // and ours (500) otherwise.
-        let why = if peer_gone {
+        // and ours (500) otherwise. A client that went away (ending its event stream) is
+        // neither: it is counted as `client_closed` and gets no answer.
+        let why = if client_gone && !peer_gone && !deadline_passed {
+            Rejection::ClientClosed
+        } else if peer_gone {
             Rejection::UpstreamUnreachable
         } else if deadline_passed {
             Rejection::UpstreamTimeout
@@ -956,11 +964,6 @@ impl ProxyHttp for Bridge {
                 self.routes[i].liveness.gone();
             }
         }
-        let client_gone = downstream
-            && matches!(
-                e.etype(),
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-            );
         let code = if client_gone { 0 } else { why.status() };
         ctx.rejection = Some(why);
         self.metrics

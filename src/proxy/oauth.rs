@@ -277,7 +277,9 @@ impl Bridge {
                 session.enable_retry_buffering();
                 let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
                     Ok(Some(b)) => b,
-                    Ok(None) => return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await),
+                    Ok(None) => {
+                        return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
+                    }
                     Err(e) => return Some(Err(e)),
                 };
                 let pairs = crate::auth::broker::form(&String::from_utf8_lossy(&body));
@@ -307,7 +309,10 @@ impl Bridge {
                     }
                 }
                 ctx.idp_path = Some(idp_path);
-                if pairs.iter().any(|(k, v)| k == "grant_type" && v == "refresh_token") {
+                if pairs
+                    .iter()
+                    .any(|(k, v)| k == "grant_type" && v == "refresh_token")
+                {
                     return Some(self.relay_refresh(session, ctx, auth, authz, body).await);
                 }
                 // Other grants go to tsidp through the upstream phases (the body is replayed).
@@ -371,7 +376,9 @@ impl Bridge {
             .refresh(&auth.http, &url, authz.as_deref(), body)
             .await;
         if !called {
-            log::info!("/token: a repeated refresh got the answer of the identical request before it");
+            log::info!(
+                "/token: a repeated refresh got the answer of the identical request before it"
+            );
         }
         let relayed = match answer {
             Ok(r) | Err(crate::auth::relay::RelayError::Upstream(r)) => r,

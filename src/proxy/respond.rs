@@ -23,12 +23,14 @@ pub enum Rejection {
     UpstreamUnreachable,
     UpstreamTimeout,
     UpstreamFailed,
+    /// The client closed its connection (e.g. ended an event stream); nothing is sent.
+    ClientClosed,
     Internal,
 }
 
 impl Rejection {
     /// Every variant, for pre-creating metric series.
-    pub const ALL: [Rejection; 15] = [
+    pub const ALL: [Rejection; 16] = [
         Rejection::BadRequest,
         Rejection::BadPath,
         Rejection::NotFound,
@@ -43,6 +45,7 @@ impl Rejection {
         Rejection::UpstreamUnreachable,
         Rejection::UpstreamTimeout,
         Rejection::UpstreamFailed,
+        Rejection::ClientClosed,
         Rejection::Internal,
     ];
 
@@ -57,6 +60,8 @@ impl Rejection {
             Rejection::HeadersTooLarge => 431,
             Rejection::UpstreamUnreachable | Rejection::UpstreamFailed => 502,
             Rejection::UpstreamTimeout => 504,
+            // Never sent (the client is gone); 499 as nginx logs it.
+            Rejection::ClientClosed => 499,
             Rejection::Internal => 500,
         }
     }
@@ -78,6 +83,7 @@ impl Rejection {
             Rejection::UpstreamUnreachable => "upstream_unreachable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::UpstreamFailed => "upstream_failed",
+            Rejection::ClientClosed => "client_closed",
             Rejection::Internal => "internal_error",
         }
     }
@@ -102,6 +108,7 @@ impl Rejection {
             Rejection::UpstreamUnreachable => "the upstream MCP server cannot be reached",
             Rejection::UpstreamTimeout => "the upstream MCP server did not answer in time",
             Rejection::UpstreamFailed => "the upstream MCP server connection failed",
+            Rejection::ClientClosed => "the client closed the connection",
             Rejection::Internal => "tailbridge failed to handle the request",
         }
     }

@@ -320,6 +320,53 @@ async fn streams_each_event_before_the_next_is_sent() {
     drop(body);
 }
 
+/// A client that ends its GET event stream is not a bad request: the refusal counter says
+/// `client_closed`, and nothing is logged as an error.
+#[tokio::test]
+async fn a_client_closing_its_event_stream_is_counted_as_client_closed() {
+    let up = Upstream::start().await;
+    let b = Bridge::start("", &endpoints(&up)).await;
+    let r = client()
+        .get(b.url("/mcp/sse"))
+        .header("Accept", "text/event-stream")
+        .send();
+    let tx_fut = up.next_stream();
+    let (r, tx) = tokio::join!(r, async {
+        let tx = tx_fut.await;
+        send_event(&tx, "first").await;
+        tx
+    });
+    let r = r.unwrap();
+    let mut body = r.bytes_stream();
+    let _ = tokio::time::timeout(HANG_GUARD, body.next()).await;
+    drop(body);
+    // The upstream keeps sending: the bridge finds the client gone when it writes.
+    for i in 0..50 {
+        let event = format!("data: after-close-{i}\n\n");
+        let _ = tx
+            .send(Ok(hyper::body::Frame::data(bytes::Bytes::from(event))))
+            .await;
+        let m = reqwest::get(b.admin("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("tailbridge_rejections_total{reason=\"client_closed\"} 1") {
+            assert!(
+                m.contains("tailbridge_rejections_total{reason=\"bad_request\"} 0"),
+                "{m}"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the closed stream was never counted as client_closed:\n{}",
+        b.stderr()
+    );
+}
+
 #[tokio::test]
 async fn passes_202_delete_and_reports_dead_upstream() {
     let up = Upstream::start().await;
