@@ -107,5 +107,82 @@ fn bench_mcp(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_router, bench_headers, bench_mcp);
+/// Verifying a token: the broker's sealed access token against a cached introspection
+/// verdict (what every request with a tsidp token costs once its verdict is cached).
+fn bench_tokens(c: &mut Criterion) {
+    use tailbridge::auth::broker::{seal::KeyRing, Access, Broker, Resource};
+    let origin = "https://mcp.example.com";
+    let broker = Broker::for_tests(
+        KeyRing::from_keys(&[[7; 32]]),
+        origin,
+        vec![Resource {
+            path: "/mcp/notes".into(),
+            url: format!("{origin}/mcp/notes"),
+        }],
+    );
+    let token = broker
+        .access_token(&Access {
+            s: Some("1001".into()),
+            u: Some("alice@example.com".into()),
+            c: "https://claude.ai/oauth/mcp-oauth-client-metadata".into(),
+            r: format!("{origin}/mcp/notes"),
+            g: None,
+            e: 4_000_000_000,
+        })
+        .unwrap_or_default();
+    let url = format!("{origin}/mcp/notes");
+    c.bench_function("verify a broker access token", |b| {
+        b.iter(|| broker.verify(black_box(&token), black_box(&url)).is_ok())
+    });
+    let yaml = format!(
+        "auth:\n  issuer: https://idp.example.ts.net\n  audience: {origin}\n  introspection_url: https://idp.example.ts.net/introspect\n  client_id: bridge\n  client_secret: s\nendpoints:\n  - path: /mcp/notes\n    target: http://127.0.0.1:9/mcp\n"
+    );
+    let cfg = tailbridge::config::parse(&yaml)
+        .ok()
+        .and_then(|c| c.auth)
+        .expect("bench config");
+    let metrics =
+        std::sync::Arc::new(tailbridge::observe::metrics::Metrics::new().expect("metrics"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let verifier = tailbridge::auth::Verifier::new(
+        std::sync::Arc::new(cfg.clone()),
+        reqwest::Client::new(),
+        tailbridge::config::secrets::Secret::new("s".into()),
+        metrics,
+        std::sync::Arc::new(tailbridge::auth::metadata::AsMetadata::new(
+            &cfg.issuer,
+            std::time::Duration::from_secs(300),
+        )),
+    );
+    let tsidp_token = "0f3c2a9be1d84f7c9a6b5e4d3c2b1a09"; // tsidp's opaque form
+    rt.block_on(verifier.prime(
+        tsidp_token,
+        tailbridge::auth::introspect::Claims {
+            active: true,
+            exp: Some(4_000_000_000),
+            iss: Some("https://idp.example.ts.net".into()),
+            aud: vec!["bridge".into(), format!("{origin}/")],
+            sub: Some("1001".into()),
+            username: Some("alice@example.com".into()),
+            client_id: Some("bridge".into()),
+        },
+    ));
+    c.bench_function("verify a tsidp token (cached introspection)", |b| {
+        b.iter(|| {
+            rt.block_on(verifier.verify(black_box(tsidp_token), None, black_box(&url)))
+                .is_ok()
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_router,
+    bench_headers,
+    bench_mcp,
+    bench_tokens
+);
 criterion_main!(benches);

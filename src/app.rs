@@ -320,7 +320,6 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             connector.as_ref(),
             metrics.clone(),
             &config.endpoints,
-            config.tls.mode != crate::config::TlsMode::Off,
             health.oauth.clone(),
         )?)),
         None => None,

@@ -56,14 +56,12 @@ pub enum AuthSetupError {
 pub const REGISTRATION_KEY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 impl AuthRuntime {
-    /// `endpoints` and `tls` matter only to the broker: the resources it grants and whether
-    /// its cookies are `__Host-`/`Secure`.
+    /// `endpoints` matter only to the broker: the resources it grants.
     pub fn new(
         cfg: Auth,
         connector: &dyn Connector,
         metrics: Arc<Metrics>,
         endpoints: &[crate::config::Endpoint],
-        tls: bool,
         oauth_events: Arc<crate::observe::health::OauthEvents>,
     ) -> Result<Self, AuthSetupError> {
         let secret = cfg
@@ -122,7 +120,8 @@ impl AuthRuntime {
                     tool_grants_claim: cfg.tool_grants_claim.clone(),
                 },
                 cfg.public_origin.clone(),
-                tls,
+                cfg.allowed_client_ids.clone(),
+                cfg.audience_check == crate::config::AudienceCheck::Endpoint,
                 endpoints
                     .iter()
                     .filter(|e| e.enabled)

@@ -374,3 +374,63 @@ fn human(d: Duration) -> String {
         format!("{s}s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, ParseError};
+
+    fn cfg(public_url: &str, broker: &str) -> String {
+        format!(
+            "server:\n  public_url: {public_url}\nauth:\n  issuer: https://idp.t.ts.net\n  audience: {public_url}\n  introspection_url: https://idp.t.ts.net/introspect\n  client_id: bridge\n  client_secret: s\n  broker:\n{broker}endpoints:\n  - path: /mcp/a\n    target: http://127.0.0.1:9/mcp\n"
+        )
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => Vec::new(),
+            Err(ParseError::Invalid(e)) => e.iter().map(|e| e.to_string()).collect(),
+            Err(ParseError::Syntax(e)) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn valid_and_defaults() {
+        let c = parse(&cfg("https://mcp.example.com", "    enabled: true\n")).unwrap();
+        let b = c.auth.unwrap().broker.unwrap();
+        assert_eq!(
+            b.key_files,
+            [std::path::PathBuf::from(super::DEFAULT_KEY_FILE)]
+        );
+        assert_eq!(b.access_token_ttl, super::DEFAULT_ACCESS_TOKEN_TTL);
+        assert_eq!(b.cimd.max_bytes, 16 << 10);
+        assert!(!b.cimd.allow_private_networks);
+        // Loopback public_url over http is allowed (tests); off means no broker.
+        assert!(parse(&cfg("http://127.0.0.1:8900", "    enabled: true\n")).is_ok());
+        let off = parse(&cfg("http://mcp.example.com", "    enabled: false\n")).unwrap();
+        assert!(off.auth.unwrap().broker.is_none());
+    }
+
+    #[test]
+    fn errors_name_their_field() {
+        let cases = [
+            ("http://mcp.example.com", "    enabled: true\n", "server.public_url: must be https"),
+            ("https://m.example", "    enabled: true\n    key_file: a\n    key_files: [b]\n", "auth.broker.key_file: give only one"),
+            ("https://m.example", "    enabled: true\n    key_files: []\n", "auth.broker.key_files: must name at least one"),
+            ("https://m.example", "    enabled: true\n    access_token_ttl: 5s\n", "auth.broker.access_token_ttl: must be between 1m and 1d"),
+            ("https://m.example", "    enabled: true\n    refresh_reuse_window: 1h\n", "auth.broker.refresh_reuse_window: must be between"),
+            ("https://m.example", "    enabled: true\n    dcr:\n      per_minute: 0\n", "auth.broker.dcr.per_minute: must be greater than 0"),
+            ("https://m.example", "    enabled: true\n    cimd:\n      max_bytes: 10\n", "auth.broker.cimd.max_bytes: must be between 512 and 1MiB"),
+            ("https://m.example", "    enabled: true\n    cimd:\n      pinned:\n        - client_id: claude\n          redirect_uris: [\"https://claude.ai/cb\"]\n", "auth.broker.cimd.pinned[0].client_id: `claude` is not an https URL"),
+            ("https://m.example", "    enabled: true\n    cimd:\n      pinned:\n        - client_id: https://c.example/m.json\n          redirect_uris: [\"http://evil.example/cb\"]\n", "auth.broker.cimd.pinned[0].redirect_uris[0]"),
+            ("https://m.example", "    enabled: true\n    cimd:\n      pinned:\n        - client_id: https://c.example/m.json\n", "auth.broker.cimd.pinned[0].redirect_uris: required"),
+            ("https://m.example", "    enabled: true\n    colour: blue\n", "auth.broker.colour: unknown key"),
+        ];
+        for (url, broker, want) in cases {
+            let errs = errors(&cfg(url, broker));
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{broker}: want {want}, got {errs:?}"
+            );
+        }
+    }
+}

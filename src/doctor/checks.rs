@@ -592,7 +592,7 @@ async fn broker_checks(
     } else {
         out.push(Check::warn(
             "broker: public_url",
-            format!("{origin} is not https (loopback only, for tests)"),
+            format!("{origin} is not https (loopback only, for tests); callback to register at tsidp: {callback}"),
             Some("set server.public_url to the https URL clients use".into()),
         ));
     }

@@ -35,6 +35,17 @@ fn header_text(
         .map(str::to_string)
 }
 
+/// Every `Cookie` header joined (HTTP/2 clients may send one per cookie, RFC 9113 §8.2.3).
+fn cookie_header(req: &pingora::http::RequestHeader) -> Option<String> {
+    let all: Vec<&str> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!all.is_empty()).then(|| all.join("; "))
+}
+
 /// Read the whole request body; `Ok(None)` when it is larger than `max`.
 async fn read_body(session: &mut Session, max: usize) -> pingora::Result<Option<Vec<u8>>> {
     let mut body = Vec::new();
@@ -113,41 +124,28 @@ impl Bridge {
         ctx: &mut Ctx,
         auth: &AuthRuntime,
     ) -> pingora::Result<bool> {
-        let fetched = auth
-            .metadata
-            .get(&auth.http, auth.cfg.introspection.max_response_bytes)
-            .await;
         if let Some(broker) = &auth.broker {
-            // The broker is the authorization server: its own document, over tsidp's
-            // (which adds what it knows, such as `userinfo_endpoint`) when reachable.
-            let mut doc = match &fetched {
-                Ok(serde_json::Value::Object(m)) => m.clone(),
-                _ => serde_json::Map::new(),
-            };
-            for drop in [
-                "introspection_endpoint",
-                "revocation_endpoint",
-                "jwks_uri",
-                "end_session_endpoint",
-                "userinfo_endpoint",
-            ] {
-                doc.remove(drop);
-            }
-            if let serde_json::Value::Object(own) = broker.metadata() {
-                doc.extend(own);
-            }
+            // The broker is the authorization server: its own document only (nothing of
+            // tsidp's leaks through, such as endpoints clients must not use directly).
+            let doc = broker.metadata();
+
             ctx.status = 200;
             respond::send(
                 session,
                 200,
                 JSON,
                 &[CORS],
-                Bytes::from(serde_json::Value::Object(doc).to_string()),
+                Bytes::from(doc.to_string()),
                 self.hsts(),
             )
             .await?;
             return Ok(true);
         }
+        let fetched = auth
+            .metadata
+            .get(&auth.http, auth.cfg.introspection.max_response_bytes)
+            .await;
+
         let doc = fetched.as_ref().ok().and_then(|v| {
             metadata::rewrite_as_metadata(
                 v,
@@ -210,7 +208,12 @@ impl Bridge {
                 }
                 if let Some(broker) = &auth.broker {
                     let query = session.req_header().uri.query().map(str::to_string);
-                    if let Some(reply) = broker.authorize(query.as_deref()).await {
+                    let cookies = cookie_header(session.req_header());
+                    let ip = client_ip(session);
+                    if let Some(reply) = broker
+                        .authorize(query.as_deref(), cookies.as_deref(), ip)
+                        .await
+                    {
                         return Some(self.send_reply(session, ctx, reply).await);
                     }
                 }
@@ -242,8 +245,10 @@ impl Bridge {
                 let broker = auth.broker.as_ref()?;
                 let req = session.req_header();
                 let query = req.uri.query().map(str::to_string);
-                let cookies = header_text(req, http::header::COOKIE);
-                let reply = broker.callback(query.as_deref(), cookies.as_deref()).await;
+                let cookies = cookie_header(req);
+                let reply = broker
+                    .callback(query.as_deref(), cookies.as_deref(), client_ip(session))
+                    .await;
                 Some(self.send_reply(session, ctx, reply).await)
             }
             crate::auth::broker::CONSENT_PATH if auth.broker.is_some() => {
@@ -253,7 +258,7 @@ impl Bridge {
                 }
                 let broker = auth.broker.as_ref()?;
                 let req = session.req_header();
-                let cookies = header_text(req, http::header::COOKIE);
+                let cookies = cookie_header(req);
                 let origin = header_text(req, http::header::ORIGIN);
                 let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
                     Ok(Some(b)) => b,
@@ -292,7 +297,7 @@ impl Bridge {
                     );
                     match presented {
                         Ok(p) if owns => {
-                            let reply = broker.token(&pairs, p).await;
+                            let reply = broker.token(&pairs, p, client_ip(session)).await;
                             return Some(self.send_reply(session, ctx, reply).await);
                         }
                         Err(why) if owns => {

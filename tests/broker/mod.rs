@@ -188,6 +188,18 @@ async fn sdk_client_registers_as_a_public_client_consents_in_chromium_and_refres
     );
     b.wait_for_log("\"event\":\"oauth.authorization_granted\"")
         .await;
+    // The status page lists the grant.
+    let page = reqwest::get(b.admin("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<h2>OAuth broker</h2>"), "{page}");
+    assert!(
+        page.contains("<td>granted</td><td>alice@example.com</td>"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -307,7 +319,9 @@ async fn a_fetched_client_id_metadata_document_over_tls_and_the_private_address_
     assert!(r.headers().get("location").is_none());
     let page = r.text().await.unwrap();
     assert!(page.contains("private or special address"), "{page}");
-    assert!(page.contains("127.0.0.1"), "{page}");
+    // The resolved address is for the operator's log, never for the browser.
+    assert!(!page.contains("127.0.0.1"), "{page}");
+    s.bridge.wait_for_log("localhost → 127.0.0.1").await;
     wait_for_metrics(
         &s.bridge,
         &["tailbridge_oauth_cimd_fetches_total{outcome=\"forbidden_address\"} 1"],

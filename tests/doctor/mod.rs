@@ -284,3 +284,56 @@ async fn a_wrong_public_url_and_a_wrong_certificate_are_named() {
         "{c}"
     );
 }
+
+/// The broker's checks: the key file and its mode, and tsidp accepting the bridge's client
+/// (a made-up code is `invalid_grant`, not `invalid_client`).
+#[tokio::test]
+async fn broker_checks_name_the_key_file_mode_and_the_tsidp_client() {
+    let s = setup();
+    let issuer = format!("http://127.0.0.1:{}", s.idp_port);
+    let key = temp_dir("doctor-broker").join("broker.key");
+    let yaml = |secret: &str| {
+        format!(
+            "tailnet:\n  mode: direct\n{}  broker:\n    enabled: true\n    key_file: {}\nendpoints:\n  - name: sdk\n    path: /mcp/sdk\n    target: http://127.0.0.1:{}/mcp\n",
+            auth_yaml(&issuer, secret),
+            key.display(),
+            s.sdk_port
+        )
+    };
+    let b = Bridge::start(PUBLIC, &yaml("bridge-secret")).await;
+    let (_, text, checks) = doctor(&b, &[]);
+    let key_check = named(&checks, "broker: key file");
+    assert_eq!(key_check[0]["status"], "ok", "{text}");
+    let client_check = named(&checks, "broker: tsidp client");
+    assert_eq!(client_check[0]["status"], "ok", "{text}");
+    assert!(
+        client_check[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{text}"
+    );
+    assert!(named(&checks, "broker: public_url")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("/oauth/callback"));
+    // Readable by others: a failure naming the fix.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, text, checks) = doctor(&b, &[]);
+        assert_ne!(code, 0);
+        let f = failed(&checks, "broker: key file");
+        assert!(f["hint"].as_str().unwrap().contains("chmod 600"), "{text}");
+    }
+    drop(b);
+    // The wrong secret: tsidp refuses the bridge's client.
+    let b = Bridge::start(PUBLIC, &yaml("wrong-secret")).await;
+    let (_, text, checks) = doctor(&b, &[]);
+    let f = failed(&checks, "broker: tsidp client");
+    assert!(
+        f["detail"].as_str().unwrap().contains("invalid_client"),
+        "{text}"
+    );
+}

@@ -62,6 +62,7 @@ class Provider {
       cookies: (await page.context().cookies()).map((c) => ({ name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite })),
     };
     if (shot) await page.screenshot({ path: shot, fullPage: true });
+    if (decision === "allow") await page.check("input[name=confirm]");
     await page.click(`button[value=${decision}]`);
     const back = new URL(await reached);
     summary.callback = Object.fromEntries(back.searchParams);

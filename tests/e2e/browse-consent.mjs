@@ -16,6 +16,7 @@ try {
   await page.waitForSelector("button[value=allow]", { timeout: 20000 });
   const client = (await page.textContent("#client-name"))?.trim();
   const landed = page.waitForURL((u) => u.toString().startsWith(prefix), { timeout: 20000 });
+  await page.check("input[name=confirm]");
   await page.click("button[value=allow]");
   await landed;
   const u = new URL(page.url());

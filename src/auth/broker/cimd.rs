@@ -24,6 +24,10 @@ const DEFAULT_CACHE: Duration = Duration::from_secs(300);
 const FAILURE_CACHE: Duration = Duration::from_secs(30);
 /// Cached documents at most.
 const CACHE_CAPACITY: u64 = 1000;
+/// Fetches of documents not cached yet, per client address per minute.
+const FETCHES_PER_MINUTE: u32 = 10;
+/// Fetches in flight at once.
+const FETCHES_IN_FLIGHT: usize = 4;
 
 /// Whether `id` looks like a metadata-document URL: https, a host, a path other than `/`,
 /// no fragment, no user info, no dot segments. Pure.
@@ -104,6 +108,8 @@ pub enum CimdError {
     Status(u16),
     #[error("the client ID metadata document is invalid: {0}")]
     Invalid(String),
+    #[error("too many client ID metadata document fetches ({0}); try again in a minute")]
+    Busy(&'static str),
 }
 
 impl CimdError {
@@ -114,6 +120,17 @@ impl CimdError {
             CimdError::Fetch(_) => "fetch_error",
             CimdError::Status(_) => "http_error",
             CimdError::Invalid(_) => "invalid",
+            CimdError::Busy(_) => "rate_limited",
+        }
+    }
+
+    /// What a browser or client is told: no resolved addresses or connection details (they
+    /// would let anyone probe names and ports from the bridge); the log has those.
+    pub fn shown(&self) -> String {
+        match self {
+            CimdError::Forbidden(_) => "the client ID metadata document's host resolves to a private or special address; the bridge refuses to fetch it".into(),
+            CimdError::Fetch(_) => "the client ID metadata document could not be fetched".into(),
+            CimdError::Status(_) | CimdError::Invalid(_) | CimdError::Busy(_) => self.to_string(),
         }
     }
 }
@@ -257,6 +274,8 @@ pub struct Documents {
     cfg: Cimd,
     max_redirect_uris: usize,
     cache: Cache<String, Cached>,
+    budget: crate::auth::ratelimit::KeyedLimiter,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Documents {
@@ -322,6 +341,11 @@ impl Documents {
                 .max_capacity(CACHE_CAPACITY)
                 .expire_after(DocExpiry)
                 .build(),
+            budget: crate::auth::ratelimit::KeyedLimiter::new(
+                f64::from(FETCHES_PER_MINUTE) / 60.0,
+                FETCHES_PER_MINUTE,
+            ),
+            in_flight: tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT),
         })
     }
 
@@ -342,13 +366,31 @@ impl Documents {
     /// The client for `url`: pinned, cached, or fetched now (concurrent requests for one
     /// URL share one fetch). The second value is the fetch outcome for metrics (`None` when
     /// this call fetched nothing).
+    /// Documents not cached yet cost the caller's address (`ip`) one fetch of a small
+    /// budget, and at most a few fetches run at once: `/authorize` is public, and every new
+    /// URL would otherwise be a fetch.
     pub async fn get(
         &self,
         url: &str,
+        ip: Option<IpAddr>,
     ) -> (Result<Arc<DocumentClient>, CimdError>, Option<&'static str>) {
         if let Some(p) = self.pinned(url) {
             return (Ok(Arc::new(p)), None);
         }
+        if let Some(hit) = self.cache.get(url).await {
+            return (hit.result, None);
+        }
+        let key = ip
+            .map(crate::auth::ratelimit::client_key)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if !self.budget.allow(key) {
+            let e = CimdError::Busy("from this address");
+            return (Err(e.clone()), Some(e.outcome()));
+        }
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            let e = CimdError::Busy("at once");
+            return (Err(e.clone()), Some(e.outcome()));
+        };
         let fetched = std::sync::atomic::AtomicBool::new(false);
         let cached = self
             .cache

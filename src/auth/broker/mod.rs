@@ -41,8 +41,17 @@ pub const CONSENT_PATH: &str = "/oauth/consent";
 pub const MAX_BODY: usize = 16 << 10;
 /// Largest tsidp token answer read.
 const MAX_IDP_ANSWER: u64 = 64 << 10;
-/// Longest `state` carried through.
-const MAX_STATE: usize = 1024;
+/// Longest `state` carried through (printable ASCII, RFC 6749 VSCHAR): the flow cookie
+/// must stay under browsers' 4 KiB cookie limit.
+const MAX_STATE: usize = 256;
+/// Most sign-ins one browser may have in progress (each has its own flow cookie).
+const MAX_FLOWS_PER_BROWSER: usize = 8;
+/// The longest sealed flow that fits a cookie.
+const MAX_FLOW_COOKIE: usize = 3800;
+/// Code exchanges at tsidp from `/oauth/callback`, per client address per minute.
+const CALLBACKS_PER_MINUTE: u32 = 20;
+/// Code exchanges at tsidp in flight at once.
+const CALLBACKS_IN_FLIGHT: usize = 16;
 /// Redeemed codes remembered at most (each for the code lifetime).
 const USED_CODES_CAPACITY: u64 = 100_000;
 /// Refresh answers kept at most.
@@ -295,6 +304,12 @@ pub struct Broker {
     used_codes: moka::sync::Cache<String, ()>,
     refreshes: moka::future::Cache<[u8; 32], RefreshAnswer>,
     dcr: KeyedLimiter,
+    callbacks: KeyedLimiter,
+    exchanges: tokio::sync::Semaphore,
+    /// `auth.allowed_client_ids`: when set, only these broker clients (CIMD URLs) are served.
+    allowed_clients: Vec<String>,
+    /// `auth.audience_check: endpoint`: every authorization must name one endpoint.
+    endpoint_resources_only: bool,
     metrics: Arc<crate::observe::metrics::Metrics>,
     recent: Arc<OauthEvents>,
 }
@@ -416,11 +431,16 @@ fn now() -> u64 {
 }
 
 impl Broker {
+    /// `allowed_clients` and `endpoint_resources_only` come from `auth.allowed_client_ids` and
+    /// `auth.audience_check: endpoint`. Cookies are `__Host-`/`Secure` when `origin` is https
+    /// (also behind a TLS-terminating balancer).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: BrokerConfig,
         idp: Idp,
         origin: String,
-        tls: bool,
+        allowed_clients: Vec<String>,
+        endpoint_resources_only: bool,
         resources: Vec<Resource>,
         metrics: Arc<crate::observe::metrics::Metrics>,
         recent: Arc<OauthEvents>,
@@ -442,11 +462,18 @@ impl Broker {
                 .time_to_live(cfg.refresh_reuse_window)
                 .build(),
             dcr: KeyedLimiter::new(f64::from(cfg.dcr_per_minute) / 60.0, cfg.dcr_per_minute),
+            callbacks: KeyedLimiter::new(
+                f64::from(CALLBACKS_PER_MINUTE) / 60.0,
+                CALLBACKS_PER_MINUTE,
+            ),
+            exchanges: tokio::sync::Semaphore::new(CALLBACKS_IN_FLIGHT),
+            allowed_clients,
+            endpoint_resources_only,
             keys,
             docs,
             idp,
+            tls: origin.starts_with("https://"),
             origin,
-            tls,
             resources,
             metrics,
             recent,
@@ -505,6 +532,10 @@ impl Broker {
                 .time_to_live(cfg.refresh_reuse_window)
                 .build(),
             dcr: KeyedLimiter::new(3.0 / 60.0, 3),
+            callbacks: KeyedLimiter::new(1.0, 20),
+            exchanges: tokio::sync::Semaphore::new(4),
+            allowed_clients: Vec::new(),
+            endpoint_resources_only: false,
             keys,
             docs,
             idp,
@@ -573,11 +604,21 @@ impl Broker {
 
     /// Resolve a client id: `Ok(None)` when it is not the broker's (a client registered at
     /// tsidp itself), `Err` with what is wrong when it is the broker's but unusable.
-    pub async fn client(&self, id: &str) -> Result<Option<Client>, String> {
+    pub async fn client(
+        &self,
+        id: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Option<Client>, ClientError> {
         if id.starts_with(Kind::ClientId.prefix()) {
             let reg: Registration = self.open(Kind::ClientId, id).ok_or_else(|| {
-                "this client_id was not issued by this bridge (or its key was rotated away); register the client again".to_string()
+                ClientError::Invalid("this client_id was not issued by this bridge (or its key was rotated away); register the client again".to_string())
             })?;
+            if !self.allowed_clients.is_empty() {
+                return Err(ClientError::Invalid(
+                    "self-registered clients are not served while auth.allowed_client_ids is set"
+                        .into(),
+                ));
+            }
             return Ok(Some(Client::Registered {
                 id: id.to_string(),
                 name: reg.n,
@@ -586,15 +627,25 @@ impl Broker {
             }));
         }
         if cimd::is_document_url(id) {
-            let (doc, fetched) = self.docs.get(id).await;
+            if !self.allowed_clients.is_empty() && !self.allowed_clients.iter().any(|c| c == id) {
+                return Err(ClientError::Invalid(
+                    "this client is not in auth.allowed_client_ids".into(),
+                ));
+            }
+            let (doc, fetched) = self.docs.get(id, ip).await;
             if let Some(outcome) = fetched {
                 self.om().cimd_fetches.with_label_values(&[outcome]).inc();
             }
             return match doc {
                 Ok(d) => Ok(Some(Client::Document(d))),
                 Err(e) => {
-                    log::warn!("client ID metadata document {id}: {e}");
-                    Err(e.to_string())
+                    log::warn!("client ID metadata document {id:?}: {e}");
+                    Err(match e {
+                        cimd::CimdError::Invalid(_) | cimd::CimdError::Forbidden(_) => {
+                            ClientError::Invalid(e.shown())
+                        }
+                        _ => ClientError::Unavailable(e.shown()),
+                    })
                 }
             };
         }
@@ -605,11 +656,11 @@ impl Broker {
     /// (trailing slash ignored). `None` when it is neither.
     fn resource(&self, given: Option<&str>) -> Option<String> {
         let Some(r) = given else {
-            return Some(self.origin.clone());
+            return (!self.endpoint_resources_only).then(|| self.origin.clone());
         };
         let r = normalise_url(r);
         if r == self.origin {
-            return Some(self.origin.clone());
+            return (!self.endpoint_resources_only).then(|| self.origin.clone());
         }
         self.resources
             .iter()
@@ -636,7 +687,7 @@ impl Broker {
             .with_label_values(&["refused"])
             .inc();
         self.record(&format!("refused: {title}"), None, client, "-");
-        log::info!("/authorize refused for client {client}: {title}: {detail}");
+        log::info!("/authorize refused for client {client:?}: {title}: {detail:?}");
         Reply::error_page(status, title, detail)
     }
 
@@ -657,7 +708,12 @@ impl Broker {
     }
 
     /// `GET /authorize`. `Ok(None)`: the client is not the broker's, pass it to tsidp.
-    pub async fn authorize(&self, query: Option<&str>) -> Option<Reply> {
+    pub async fn authorize(
+        &self,
+        query: Option<&str>,
+        cookies: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Option<Reply> {
         let q = form(query.unwrap_or(""));
         let client_id = match single(&q, "client_id") {
             Ok(Some(id)) => id.to_string(),
@@ -673,13 +729,38 @@ impl Broker {
                 return Some(self.refuse_page("-", 400, "Malformed authorization request", &e))
             }
         };
-        let client = match self.client(&client_id).await {
+        let client = match self.client(&client_id, ip).await {
             Ok(Some(c)) => c,
             Ok(None) => return None,
-            Err(e) => {
+            Err(ClientError::Invalid(e)) => {
                 return Some(self.refuse_page(&client_id, 400, "Unknown or unusable client", &e))
             }
+            Err(ClientError::Unavailable(e)) => {
+                return Some(self.refuse_page(
+                    &client_id,
+                    503,
+                    "The client cannot be checked now",
+                    &e,
+                ))
+            }
         };
+        let flows = cookies
+            .unwrap_or("")
+            .split(';')
+            .filter(|c| {
+                c.trim_start()
+                    .trim_start_matches("__Host-")
+                    .starts_with("tailbridge_flow_")
+            })
+            .count();
+        if flows >= MAX_FLOWS_PER_BROWSER {
+            return Some(self.refuse_page(
+                &client_id,
+                429,
+                "Too many sign-ins in progress",
+                "This browser has several unfinished sign-ins. Finish one, or wait 10 minutes.",
+            ));
+        }
         let get = |k: &str| single(&q, k);
         let redirect_uri = match get("redirect_uri") {
             Ok(Some(r)) => {
@@ -718,18 +799,27 @@ impl Broker {
                 ))
             }
         };
-        // From here on the redirect URI is good: errors go back to the client.
-        let state = match get("state") {
-            Ok(s) if s.is_none_or(|s| s.len() <= MAX_STATE) => s.map(str::to_string),
-            _ => {
-                return Some(self.redirect_error(
-                    &redirect_uri,
-                    None,
-                    "invalid_request",
-                    "state is repeated or too long",
-                ))
-            }
-        };
+        // From here on the redirect URI is good. Errors go back to it when that cannot be
+        // an open redirect (a loopback URI, a pinned client); else they are pages too
+        // (RFC 9700 §4.11.2: no automatic redirect to an unconsented client's site).
+        let may_redirect = matches!(&client, Client::Document(d) if d.pinned)
+            || redirect::is_loopback(&redirect_uri);
+        let state =
+            match get("state") {
+                Ok(s)
+                    if s.is_none_or(|s| {
+                        s.len() <= MAX_STATE && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+                    }) =>
+                {
+                    s.map(str::to_string)
+                }
+                _ => return Some(self.refuse_page(
+                    &client_id,
+                    400,
+                    "Malformed authorization request",
+                    "state is repeated, too long (256 characters at most) or not printable ASCII",
+                )),
+            };
         let st = state.as_deref();
         let err = |code: &str, why: &str| {
             self.om()
@@ -737,7 +827,12 @@ impl Broker {
                 .with_label_values(&["refused"])
                 .inc();
             self.record(&format!("refused: {code}"), None, &client_id, "-");
-            Some(self.redirect_error(&redirect_uri, st, code, why))
+            if may_redirect {
+                Some(self.redirect_error(&redirect_uri, st, code, why))
+            } else {
+                log::info!("/authorize refused for client {client_id:?}: {code}: {why}");
+                Some(Reply::error_page(400, code, why))
+            }
         };
         match get("response_type") {
             Ok(Some("code")) => {}
@@ -764,6 +859,12 @@ impl Broker {
         let resource = match get("resource") {
             Ok(r) => match self.resource(r) {
                 Some(r) => r,
+                None if self.endpoint_resources_only => {
+                    return err(
+                        "invalid_target",
+                        "resource must name one endpoint URL of this bridge (auth.audience_check: endpoint)",
+                    )
+                }
                 None => {
                     return err(
                         "invalid_target",
@@ -795,6 +896,14 @@ impl Broker {
         let Some(sealed) = self.seal(Kind::Flow, &flow) else {
             return Some(Reply::error_page(500, "Internal error", "sealing failed"));
         };
+        if sealed.len() > MAX_FLOW_COOKIE {
+            return Some(self.refuse_page(
+                &client_id,
+                400,
+                "Authorization request too large",
+                "The client id, redirect URI and state together do not fit a browser cookie.",
+            ));
+        }
         if self
             .idp
             .metadata
@@ -848,7 +957,12 @@ impl Broker {
     }
 
     /// `GET /oauth/callback`: tsidp sent the browser back.
-    pub async fn callback(&self, query: Option<&str>, cookies: Option<&str>) -> Reply {
+    pub async fn callback(
+        &self,
+        query: Option<&str>,
+        cookies: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Reply {
         let q = form(query.unwrap_or(""));
         let Ok(Some(state)) = single(&q, "state") else {
             return self.refuse_page(
@@ -893,6 +1007,24 @@ impl Broker {
                 "tsidp's answer carries no code.",
             );
         };
+        // Each callback costs a call to tsidp with the bridge's secret: budget them.
+        let budget = ip
+            .map(client_key)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if !self.callbacks.allow(budget) {
+            return Reply::error_page(
+                429,
+                "Too many sign-ins from this address",
+                "Wait a minute and start again.",
+            );
+        }
+        let Ok(_slot) = self.exchanges.try_acquire() else {
+            return Reply::error_page(
+                503,
+                "The bridge is busy",
+                "Too many sign-ins at once; try again in a moment.",
+            );
+        };
         let tokens = match self.exchange_code(code, &flow.v).await {
             Ok(t) => t,
             Err(IdpFailure::Unavailable(why)) => {
@@ -913,6 +1045,14 @@ impl Broker {
                     .with_label_values(&["idp_error"])
                     .inc();
                 self.record("refused: tsidp code exchange", None, &flow.c, &flow.r);
+                if !why.contains("invalid_client") && !why.contains("unauthorized_client") {
+                    log::info!("broker callback: tsidp refused the code ({why})");
+                    return Reply::error_page(
+                        400,
+                        "The identity provider refused the sign-in",
+                        &format!("tsidp answered: {why}. Start again from your MCP client."),
+                    );
+                }
                 log::warn!(
                     "broker callback: tsidp refused the code exchange ({why}); check that tsidp's client {} lists {}{CALLBACK_PATH}",
                     self.idp.client_id, self.origin
@@ -947,7 +1087,7 @@ impl Broker {
             e: flow.e,
             f: flow,
         };
-        let client = match self.client(&consent.f.c).await {
+        let client = match self.client(&consent.f.c, ip).await {
             Ok(Some(c)) => c,
             _ => {
                 return self.refuse_page(
@@ -1001,10 +1141,7 @@ impl Broker {
         origin_header: Option<&str>,
     ) -> Reply {
         if let Some(o) = origin_header {
-            if o != "null"
-                && crate::config::server::normalise_origin(o).as_deref()
-                    != Some(self.origin.as_str())
-            {
+            if crate::config::server::normalise_origin(o).as_deref() != Some(self.origin.as_str()) {
                 return self.refuse_page(
                     "-",
                     403,
@@ -1066,6 +1203,14 @@ impl Broker {
                 self.om().consents.with_label_values(&["deny"]).inc();
                 self.record("denied", user, &flow.c, &flow.r);
                 self.redirect_error(&flow.ru, st, "access_denied", "the user denied access")
+            }
+            "allow" if single(&f, "confirm") != Ok(Some("yes")) => {
+                return self.refuse_page(
+                    &flow.c,
+                    400,
+                    "Please confirm",
+                    "Tick \"I started this sign-in myself, just now\" before you press Allow.",
+                )
             }
             "allow" => {
                 let Some(j) = self.keys.random(16) else {
@@ -1171,6 +1316,12 @@ impl Broker {
                 ),
             ));
         }
+        if uris.iter().map(String::len).sum::<usize>() > 1024 {
+            return Err((
+                "invalid_redirect_uri",
+                "the redirect URIs together may be at most 1024 characters long".to_string(),
+            ));
+        }
         for u in &uris {
             redirect::registrable(u)
                 .map_err(|why| ("invalid_redirect_uri", format!("`{u}`: {why}")))?;
@@ -1200,7 +1351,7 @@ impl Broker {
         let name = match obj.get("client_name") {
             None => "an unnamed client".to_string(),
             Some(Value::String(n)) => {
-                let n: String = n.chars().filter(|c| !c.is_control()).take(100).collect();
+                let n: String = n.chars().filter(|c| !c.is_control()).take(64).collect();
                 if n.trim().is_empty() {
                     "an unnamed client".to_string()
                 } else {
@@ -1236,7 +1387,11 @@ impl Broker {
     }
 
     /// Authenticate the client at `/token`.
-    async fn authenticate_client(&self, p: &Presented) -> Result<Client, Reply> {
+    async fn authenticate_client(
+        &self,
+        p: &Presented,
+        ip: Option<IpAddr>,
+    ) -> Result<Client, Reply> {
         let invalid = |why: &str| {
             let mut r = Reply::oauth_error(401, "invalid_client", why);
             if p.basic {
@@ -1248,10 +1403,17 @@ impl Broker {
         let Some(id) = p.client_id.as_deref() else {
             return Err(invalid("client_id is missing"));
         };
-        let client = match self.client(id).await {
+        let client = match self.client(id, ip).await {
             Ok(Some(c)) => c,
             Ok(None) => return Err(invalid("unknown client")),
-            Err(e) => return Err(invalid(&e)),
+            Err(ClientError::Invalid(e)) => return Err(invalid(&e)),
+            // Not the client's fault (a document that cannot be fetched now): `invalid_client`
+            // would make clients such as Claude.ai register again.
+            Err(ClientError::Unavailable(e)) => {
+                let mut r = Reply::oauth_error(503, "temporarily_unavailable", &e);
+                r.headers.push(("retry-after", "5".into()));
+                return Err(r);
+            }
         };
         match (client.method(), p.secret.as_deref()) {
             (AuthMethod::None, None) => Ok(client),
@@ -1280,7 +1442,12 @@ impl Broker {
     }
 
     /// `POST /token` for the broker's clients.
-    pub async fn token(&self, body: &[(String, String)], p: Presented) -> Reply {
+    pub async fn token(
+        &self,
+        body: &[(String, String)],
+        p: Presented,
+        ip: Option<IpAddr>,
+    ) -> Reply {
         let grant = match single(body, "grant_type") {
             Ok(Some(g)) => g,
             _ => {
@@ -1298,7 +1465,8 @@ impl Broker {
                 )
             }
         };
-        let (reply, outcome) = match self.authenticate_client(&p).await {
+        let (reply, outcome) = match self.authenticate_client(&p, ip).await {
+            Err(r) if r.status == 503 => (r, "idp_unavailable"),
             Err(r) => (r, "invalid_client"),
             Ok(client) => match label {
                 "authorization_code" => self.code_grant(body, &client),
@@ -1658,8 +1826,13 @@ impl Broker {
         if a.e <= now() {
             return Err(AuthError::Expired);
         }
-        if a.r != self.origin && a.r != normalise_url(endpoint_url) {
+        if (a.r != self.origin || self.endpoint_resources_only)
+            && a.r != normalise_url(endpoint_url)
+        {
             return Err(AuthError::WrongAudience);
+        }
+        if !self.allowed_clients.is_empty() && !self.allowed_clients.contains(&a.c) {
+            return Err(AuthError::ClientNotAllowed);
         }
         let grants = match &a.g {
             Some(g) => crate::mcp::policy::parse_claim(Some(g)),
@@ -1668,10 +1841,24 @@ impl Broker {
         Ok(Principal::new(a.s, a.u, Some(a.c), grants))
     }
 
+    /// Seal an access token with these claims (benches and tests; `/token` mints its own).
+    pub fn access_token(&self, claims: &Access) -> Option<String> {
+        self.seal(Kind::AccessToken, claims)
+    }
+
     /// Whether a bearer token is one the broker issued (by its form, not yet verified).
     pub fn is_broker_token(token: &str) -> bool {
         token.starts_with(Kind::AccessToken.prefix())
     }
+}
+
+/// Why a broker client cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The client itself is wrong (forged id, invalid document, not allowed).
+    Invalid(String),
+    /// Its metadata document cannot be had now (network, its server, the fetch budget).
+    Unavailable(String),
 }
 
 fn outcome_of(code: &str) -> &'static str {

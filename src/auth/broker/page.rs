@@ -12,7 +12,9 @@ pub const PAGE_HEADERS: &[(&str, &str)] = &[
         "content-security-policy",
         "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
     ),
-    ("referrer-policy", "no-referrer"),
+    // Same-origin: the consent POST carries a real `Origin` (checked), and no URL of the
+    // bridge's pages reaches another site.
+    ("referrer-policy", "same-origin"),
 ];
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:3em auto;padding:0 1em;color:#222}\
@@ -67,8 +69,9 @@ pub fn consent(v: &ConsentView<'_>) -> String {
 It will be able to call tools as you until you remove it there.</p>\
 <form method=post action=/oauth/consent>\
 <input type=hidden name=consent value=\"{consent}\"><input type=hidden name=csrf value=\"{csrf}\">\
-<button type=submit name=decision value=allow>Allow</button>\
-<button type=submit name=decision value=deny>Deny</button></form></body></html>",
+<p><label><input type=checkbox name=confirm value=yes id=confirm> I started this sign-in myself, just now</label></p>\
+<p class=buttons><button type=submit name=decision value=deny>Deny</button>\
+<button type=submit name=decision value=allow>Allow</button></p></form></body></html>",
         name = esc(v.client_name),
         user = esc(v.user),
         host = esc(v.redirect_host),
@@ -109,6 +112,7 @@ mod tests {
         assert!(!page.contains("<script>alert"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("<button type=submit name=decision value=allow>"));
+        assert!(page.contains("<input type=checkbox name=confirm value=yes"));
         assert!(page.contains("<button type=submit name=decision value=deny>"));
         assert!(page.contains("value=\"tbk_x.y&quot;z\""));
         assert!(page.contains("value=\"c&lt;s&gt;rf\""));

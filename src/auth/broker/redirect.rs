@@ -26,8 +26,8 @@ const LOOPBACK_HOSTS: &[&str] = &["127.0.0.1", "[::1]", "localhost"];
 
 /// Whether `uri` may be registered as a redirect URI; else why not.
 pub fn registrable(uri: &str) -> Result<(), &'static str> {
-    if uri.len() > 2000 {
-        return Err("longer than 2000 characters");
+    if uri.len() > 512 {
+        return Err("longer than 512 characters");
     }
     let u = url::Url::parse(uri).map_err(|_| "not an absolute URL")?;
     if u.fragment().is_some() || uri.contains('#') {
@@ -61,6 +61,11 @@ fn host_text(u: &url::Url) -> Option<String> {
         url::Host::Ipv6(ip) => Some(format!("[{ip}]")),
         h => Some(h.to_string().to_ascii_lowercase()),
     }
+}
+
+/// Whether `uri` is an `http` URI on a loopback host (a native client's own listener). Pure.
+pub fn is_loopback(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok_and(|u| u.scheme() == "http" && is_loopback_host(&u))
 }
 
 fn is_loopback_host(u: &url::Url) -> bool {

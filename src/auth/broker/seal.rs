@@ -246,7 +246,10 @@ fn mac_with(k: &Key, purpose: &str, data: &[u8]) -> hmac::Tag {
 fn read_or_create(path: &Path, create: bool) -> Result<[u8; KEY_LEN], KeyError> {
     let shown = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse_key(&text).ok_or(KeyError::Format { path: shown }),
+        Ok(text) => {
+            warn_if_readable(path);
+            parse_key(&text).ok_or(KeyError::Format { path: shown })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             let mut key = [0u8; KEY_LEN];
             SystemRandom::new()
@@ -263,6 +266,23 @@ fn read_or_create(path: &Path, create: bool) -> Result<[u8; KEY_LEN], KeyError> 
             path: shown,
             source,
         }),
+    }
+}
+
+/// Say loudly when others may read a key file (`doctor` fails on it too).
+fn warn_if_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "auth.broker: {} has mode {mode:o}: whoever reads it can mint tokens for any user; chmod 600 it",
+                    path.display()
+                );
+            }
+        }
     }
 }
 

@@ -103,6 +103,7 @@ async fn redeem(b: &Broker, client: &str, code: &str, verifier: &str) -> Reply {
             ("client_id", client),
         ]),
         public(client),
+        None,
     )
     .await
 }
@@ -191,7 +192,7 @@ async fn authorize_refusals_before_the_redirect_uri_is_known_are_pages() {
         format!("{base}&client_id=https://10.0.0.1/c.json"), // CIMD on a private address
     ];
     for q in cases {
-        let r = b.authorize(Some(&q)).await.unwrap();
+        let r = b.authorize(Some(&q), None, None).await.unwrap();
         assert_eq!(r.status, 400, "{q}");
         assert!(location(&r).is_none(), "{q} redirected");
         assert_eq!(r.content_type, HTML);
@@ -202,7 +203,7 @@ async fn authorize_refusals_before_the_redirect_uri_is_known_are_pages() {
     }
     // A client the broker does not own goes to tsidp untouched.
     assert!(b
-        .authorize(Some(&format!("{base}&client_id=claude-static")))
+        .authorize(Some(&format!("{base}&client_id=claude-static")), None, None)
         .await
         .is_none());
 }
@@ -221,7 +222,7 @@ async fn authorize_refusals_after_the_redirect_uri_go_back_with_iss() {
         (format!("response_type=code&client_id={id}&redirect_uri={ru}&state=s1&code_challenge={ch}&code_challenge_method=S256&resource={ORIGIN}/mcp/zzz"), "invalid_target"),
     ];
     for (q, want) in cases {
-        let r = b.authorize(Some(&q)).await.unwrap();
+        let r = b.authorize(Some(&q), None, None).await.unwrap();
         assert_eq!(r.status, 302, "{q}");
         let l = location(&r).unwrap();
         assert_eq!(
@@ -233,6 +234,45 @@ async fn authorize_refusals_after_the_redirect_uri_go_back_with_iss() {
         assert_eq!(param(&l, "state").as_deref(), Some("s1"));
         assert_eq!(param(&l, "iss").as_deref(), Some(ORIGIN));
     }
+}
+
+#[tokio::test]
+async fn errors_for_an_unconsented_web_client_are_pages_not_redirects() {
+    let b = broker();
+    let id = register(
+        &b,
+        json!({"redirect_uris": ["https://evil.example/x"], "token_endpoint_auth_method": "none"}),
+    )["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for q in [
+        format!("response_type=x&client_id={id}&redirect_uri=https://evil.example/x"),
+        format!("response_type=code&client_id={id}&redirect_uri=https://evil.example/x"),
+        format!("response_type=code&client_id={id}&state=%0Abad"),
+    ] {
+        let r = b.authorize(Some(&q), None, None).await.unwrap();
+        assert_eq!(r.status, 400, "{q}");
+        assert!(
+            location(&r).is_none(),
+            "{q} redirected to the client's site"
+        );
+    }
+    // A browser with too many sign-ins in progress.
+    let ch = pkce::challenge(VERIFIER);
+    let q =
+        format!("response_type=code&client_id={id}&code_challenge={ch}&code_challenge_method=S256");
+    let jar = (0..8)
+        .map(|i| format!("tailbridge_flow_{i}=x"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert_eq!(
+        b.authorize(Some(&q), Some(&jar), None)
+            .await
+            .unwrap()
+            .status,
+        429
+    );
 }
 
 #[tokio::test]
@@ -265,6 +305,7 @@ async fn code_grant_refusals() {
                 ("redirect_uri", "http://127.0.0.1:5555/elsewhere"),
             ]),
             public(&a),
+            None,
         )
         .await;
     assert_eq!(error_of(&r), "invalid_grant");
@@ -277,6 +318,7 @@ async fn code_grant_refusals() {
                 ("resource", &format!("{ORIGIN}/mcp/b")),
             ]),
             public(&a),
+            None,
         )
         .await;
     assert_eq!(error_of(&r), "invalid_target");
@@ -284,6 +326,7 @@ async fn code_grant_refusals() {
         .token(
             &token_form(&[("grant_type", "authorization_code"), ("code", &code)]),
             public(&a),
+            None,
         )
         .await;
     assert_eq!(error_of(&r), "invalid_request", "missing verifier");
@@ -305,6 +348,7 @@ async fn code_grant_refusals() {
                 secret: Some("x".into()),
                 basic: true,
             },
+            None,
         )
         .await;
     assert_eq!(r.status, 401);
@@ -342,10 +386,13 @@ async fn confidential_clients_authenticate() {
         secret: s.map(str::to_string),
         basic: true,
     };
-    assert!(b.authenticate_client(&client(Some(secret))).await.is_ok());
+    assert!(b
+        .authenticate_client(&client(Some(secret)), None)
+        .await
+        .is_ok());
     for bad in [None, Some("wrong"), Some("")] {
         assert_eq!(
-            b.authenticate_client(&client(bad))
+            b.authenticate_client(&client(bad), None)
                 .await
                 .unwrap_err()
                 .status,
@@ -356,7 +403,7 @@ async fn confidential_clients_authenticate() {
     // Another broker key: neither the id nor the secret is accepted.
     let other = broker_with(&[[8; KEY_LEN]]);
     assert!(other
-        .authenticate_client(&client(Some(secret)))
+        .authenticate_client(&client(Some(secret)), None)
         .await
         .is_err());
 }
@@ -447,13 +494,13 @@ async fn key_rotation() {
         rotated.verify(at, &format!("{ORIGIN}/mcp/a")).is_ok(),
         "old key still opens"
     );
-    assert!(matches!(rotated.client(&a).await, Ok(Some(_))));
+    assert!(matches!(rotated.client(&a, None).await, Ok(Some(_))));
     let dropped = broker_with(&[[2; KEY_LEN]]);
     assert_eq!(
         dropped.verify(at, &format!("{ORIGIN}/mcp/a")),
         Err(AuthError::Inactive)
     );
-    assert!(dropped.client(&a).await.is_err());
+    assert!(dropped.client(&a, None).await.is_err());
 }
 
 /// A consent form and its browser's flow cookie, as `/oauth/callback` makes them.
@@ -490,6 +537,7 @@ fn consent_body(consent: &str, csrf: &str, decision: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .append_pair("consent", consent)
         .append_pair("csrf", csrf)
+        .append_pair("confirm", "yes")
         .append_pair("decision", decision)
         .finish()
 }
@@ -526,6 +574,18 @@ async fn consent_refusals() {
             Some("https://evil.example"),
             403,
         ),
+        (
+            consent_body(&consent, &csrf, "allow"),
+            Some(cookie.clone()),
+            Some("null"),
+            403,
+        ),
+        (
+            consent_body(&consent, &csrf, "allow").replace("&confirm=yes", ""),
+            Some(cookie.clone()),
+            None,
+            400,
+        ), // not confirmed
         (
             consent_body(&format!("{consent}x"), &csrf, "allow"),
             Some(cookie.clone()),
