@@ -95,22 +95,25 @@ impl DialError {
         use nix::errno::Errno;
         match self {
             DialError::Timeout { .. } => PeerState::Gone,
-            DialError::Connect { source, .. } => {
-                let errno = source.raw_os_error().map(Errno::from_raw);
-                match source.kind() {
-                    std::io::ErrorKind::ConnectionRefused => PeerState::Answered,
-                    std::io::ErrorKind::TimedOut => PeerState::Gone,
-                    _ if matches!(errno, Some(Errno::EHOSTUNREACH | Errno::ENETUNREACH)) => {
-                        PeerState::Gone
-                    }
-                    _ => PeerState::Unknown,
+            DialError::Connect { source, .. } => match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => PeerState::Answered,
+                std::io::ErrorKind::TimedOut => PeerState::Gone,
+                k if k == kind_of(Errno::EHOSTUNREACH) || k == kind_of(Errno::ENETUNREACH) => {
+                    PeerState::Gone
                 }
-            }
+                _ => PeerState::Unknown,
+            },
             DialError::Resolve { .. }
             | DialError::NoAddress { .. }
             | DialError::Unavailable { .. } => PeerState::Unknown,
         }
     }
+}
+
+/// The I/O error kind of `errno`. Names the kinds of an unreachable host and network,
+/// whose `ErrorKind` variants are stable only since Rust 1.83 (the MSRV is 1.82).
+pub(crate) fn kind_of(errno: nix::errno::Errno) -> std::io::ErrorKind {
+    std::io::Error::from_raw_os_error(errno as i32).kind()
 }
 
 /// A live view of the connector, for `/healthz` and metrics.

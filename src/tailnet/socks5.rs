@@ -39,10 +39,14 @@ fn reply_text(code: u8) -> &'static str {
 }
 
 /// The I/O error kind a SOCKS5 failure reply stands for: what the proxy learnt about the
-/// peer (a refusal means the peer is there; an expired TTL, that it did not answer).
+/// peer (a refusal means the peer is there; an unreachable host or an expired TTL, that it
+/// is not).
 fn reply_kind(code: u8) -> std::io::ErrorKind {
+    use nix::errno::Errno;
     use std::io::ErrorKind;
     match code {
+        3 => super::kind_of(Errno::ENETUNREACH),
+        4 => super::kind_of(Errno::EHOSTUNREACH),
         5 => ErrorKind::ConnectionRefused,
         6 => ErrorKind::TimedOut,
         _ => ErrorKind::Other,
@@ -230,8 +234,8 @@ mod tests {
         for (code, want) in [
             (1, PeerState::Unknown),
             (2, PeerState::Unknown),
-            (3, PeerState::Unknown),
-            (4, PeerState::Unknown),
+            (3, PeerState::Gone),
+            (4, PeerState::Gone),
             (5, PeerState::Answered),
             (6, PeerState::Gone),
             (7, PeerState::Unknown),
