@@ -26,7 +26,7 @@ use crate::config::{Config, Endpoint, TlsMode};
 use crate::observe::access_log::AccessRecord;
 use crate::observe::health::Health;
 use crate::observe::metrics::{status_class, EndpointSeries, Metrics, NO_ENDPOINT};
-use crate::tailnet::{Connector, EndpointDialer};
+use crate::tailnet::{Connector, DialObserver, EndpointDialer, PeerState};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::Ctx;
@@ -56,58 +56,10 @@ struct Route {
     public_url: String,
     /// The MCP layer of this endpoint: tool policy and tool-name labels.
     tools: crate::mcp::EndpointTools,
-    /// Dials the upstream; also the liveness probe.
-    dialer: Arc<EndpointDialer>,
     /// Client networks allowed on this endpoint (its own list, else the server's).
     allowed_clients: Vec<cidr::Cidr>,
-    liveness: Liveness,
-}
-
-/// How long an endpoint may be quiet before a request that reuses a pooled connection first
-/// checks that the upstream still answers a dial.
-const LIVENESS_QUIET: Duration = Duration::from_secs(2);
-
-/// What the proxy knows about an endpoint's upstream being there.
-#[derive(Debug, Default)]
-struct Liveness {
-    /// When the upstream last answered (ms since `EPOCH`).
-    last_answer_ms: std::sync::atomic::AtomicU64,
-    /// Bumped when the upstream is found gone: its pooled connections are never reused
-    /// (they are under another pool key), and idle out.
-    generation: std::sync::atomic::AtomicU64,
-}
-
-/// The time base of `Liveness`.
-static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
-fn now_ms() -> u64 {
-    EPOCH
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-}
-
-impl Liveness {
-    fn answered(&self) {
-        self.last_answer_ms
-            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        let last = self
-            .last_answer_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        Duration::from_millis(now_ms().saturating_sub(last))
-    }
-
-    fn gone(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Relaxed)
-    }
+    /// Whether the upstream's peer is there: liveness checks and the pool generation.
+    watch: Arc<deadline::Watch>,
 }
 
 /// The proxy: routing table, endpoints and shared services.
@@ -159,7 +111,7 @@ const ROUTE_LABELS: [&str; 6] = [
 /// Why the proxy could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("cannot start the first-byte timer thread: {0}")]
+    #[error("cannot start the first-byte timer and liveness threads: {0}")]
     Timers(#[source] std::io::Error),
     #[error("endpoints[{index}].upstream_token: not usable in an Authorization header")]
     UpstreamTokenValue { index: usize },
@@ -184,6 +136,7 @@ impl Bridge {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
+        let deadlines = deadline::Deadlines::start().map_err(BuildError::Timers)?;
         let mut routes = Vec::with_capacity(config.endpoints.len());
         for (index, ep) in config.endpoints.iter().enumerate() {
             let upstream_token = match &ep.upstream_token {
@@ -194,7 +147,8 @@ impl Bridge {
                 None => None,
             };
             metrics.init_endpoint(&ep.name);
-            let (peer, dialer) = peer_for(ep, index, true, connector.clone(), metrics.clone());
+            let watch = deadlines.watch(ep.timeouts.connect);
+            let peer = peer_for(ep, index, Some(&watch), connector.clone(), metrics.clone());
             let bearer = match &upstream_token {
                 Some(t) => Some(
                     headers::bearer_value(t.expose())
@@ -211,12 +165,11 @@ impl Bridge {
                     None => String::new(),
                 },
                 peer,
-                dialer,
                 allowed_clients: ep
                     .allowed_client_cidrs
                     .clone()
                     .unwrap_or_else(|| config.server.allowed_client_cidrs.clone()),
-                liveness: Liveness::default(),
+                watch,
                 tools: crate::mcp::EndpointTools::new(ep.tools.clone()),
                 ep: ep.clone(),
             });
@@ -265,16 +218,13 @@ impl Bridge {
                     allowed_client_cidrs: None,
                 };
                 (
-                    Some(
-                        peer_for(
-                            &idp,
-                            config.endpoints.len(),
-                            false,
-                            connector.clone(),
-                            metrics.clone(),
-                        )
-                        .0,
-                    ),
+                    Some(peer_for(
+                        &idp,
+                        config.endpoints.len(),
+                        None,
+                        connector.clone(),
+                        metrics.clone(),
+                    )),
                     authority,
                 )
             }
@@ -334,7 +284,7 @@ impl Bridge {
             audit: config.log.audit.clone(),
             health,
             metrics,
-            deadlines: deadline::Deadlines::start().map_err(BuildError::Timers)?,
+            deadlines,
             series,
         })
     }
@@ -514,16 +464,17 @@ impl Bridge {
 }
 
 /// Build the pooled peer of one endpoint: its own pool (group key), SNI and `Host` from the
-/// target URL, and the tailnet connector as its L4 dialer. `deadlines`: the requests through
-/// it arm first-byte and idle deadlines (`deadline`); otherwise pingora's read timeout
-/// is the idle timeout.
+/// target URL, and the tailnet connector as its L4 dialer. With a `watch`, the requests
+/// through it arm first-byte and idle deadlines and liveness checks (`deadline`), and the
+/// watch learns from every dial and gets the dialer as its liveness dial; otherwise
+/// pingora's read timeout is the idle timeout.
 fn peer_for(
     ep: &Endpoint,
     index: usize,
-    deadlines: bool,
+    watch: Option<&Arc<deadline::Watch>>,
     connector: Arc<dyn Connector>,
     metrics: Arc<Metrics>,
-) -> (HttpPeer, Arc<EndpointDialer>) {
+) -> HttpPeer {
     // The connector resolves the host itself; pingora only needs a placeholder that can
     // never be dialed by accident.
     let placeholder = SocketAddr::from(([0, 0, 0, 0], ep.port));
@@ -545,7 +496,7 @@ fn peer_for(
     // Endpoints: the first-byte wait and the idle gap between reads are the deadlines'
     // job (`deadline`), armed per request. The IdP peer (`/token`) has no such deadline
     // and keeps pingora's read timeout.
-    if !deadlines {
+    if watch.is_none() {
         peer.options.read_timeout = Some(ep.timeouts.idle);
     }
     let dialer = Arc::new(EndpointDialer {
@@ -555,9 +506,23 @@ fn peer_for(
         connect_timeout: ep.timeouts.connect,
         connector,
         metrics,
+        observer: watch.map(|w| w.clone() as Arc<dyn DialObserver>),
     });
-    peer.options.custom_l4 = Some(dialer.clone());
-    (peer, dialer)
+    if let Some(w) = watch {
+        // Weak: the peer (and so the pool's connector) owns the dialer, not the watch.
+        let dialer = Arc::downgrade(&dialer);
+        w.set_probe(Box::new(move || {
+            let dialer = dialer.upgrade();
+            Box::pin(async move {
+                match dialer {
+                    Some(d) => d.probe().await,
+                    None => PeerState::Unknown,
+                }
+            })
+        }));
+    }
+    peer.options.custom_l4 = Some(dialer);
+    peer
 }
 
 /// The configured identity header names (`auth.identity_headers`), as pingora takes them
@@ -738,7 +703,7 @@ impl ProxyHttp for Bridge {
         let route = &self.routes[i];
         let mut peer = Box::new(route.peer.clone());
         // A new generation after the upstream was found gone: a fresh pool.
-        peer.group_key |= route.liveness.generation() << 32;
+        peer.group_key |= route.watch.generation() << 32;
         Ok(peer)
     }
 
@@ -812,11 +777,13 @@ impl ProxyHttp for Bridge {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        // Never retry once a body may have been sent (a retried tools/call runs twice), and
-        // never retry /token (refresh tokens are single-use).
+        // Never retry once a body may have been sent (a retried tools/call runs twice),
+        // never retry /token (refresh tokens are single-use), and never retry a request
+        // whose peer was found gone (its 502 is due now, not after another dial).
         if ctx.idp_path.is_some()
             || !session.req_header().method.is_idempotent()
             || session.as_ref().retry_buffer_truncated()
+            || ctx.deadline.as_ref().is_some_and(|w| w.peer_gone())
         {
             e.set_retry(false);
         } else {
@@ -893,18 +860,14 @@ impl ProxyHttp for Bridge {
             .filter(|_| ctx.idp_path.is_none())
             .map(|i| &self.routes[i])
         {
-            // A pooled connection to an endpoint that has been quiet may lead to a peer
-            // that vanished: check with a fresh dial while the request waits.
-            let probe: Option<futures::future::BoxFuture<'static, bool>> =
-                (reused && route.liveness.quiet_for() > LIVENESS_QUIET).then(|| {
-                    let dialer = route.dialer.clone();
-                    Box::pin(async move { dialer.answers().await }) as _
-                });
-            ctx.deadline =
-                Some(
-                    self.deadlines
-                        .arm(fd, !reused, route.ep.timeouts.first_byte, probe),
-                );
+            // The peer may have vanished (its connections look alive): while the head has
+            // not come, the deadline's liveness checks watch for that.
+            ctx.deadline = Some(self.deadlines.arm(
+                fd,
+                !reused,
+                route.ep.timeouts.first_byte,
+                Some(&route.watch),
+            ));
         }
         Ok(())
     }
@@ -916,10 +879,8 @@ impl ProxyHttp for Bridge {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
-            let route = &self.routes[i];
-            route.liveness.answered();
             if let Some(w) = &mut ctx.deadline {
-                w.head_arrived(route.ep.timeouts.idle);
+                w.head_arrived(self.routes[i].ep.timeouts.idle);
             }
         }
         Ok(())
@@ -961,7 +922,7 @@ impl ProxyHttp for Bridge {
             Rejection::UpstreamUnreachable | Rejection::UpstreamTimeout
         ) {
             if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
-                self.routes[i].liveness.gone();
+                self.routes[i].watch.forget_pool();
             }
         }
         let code = if client_gone { 0 } else { why.status() };

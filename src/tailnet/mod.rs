@@ -58,6 +58,64 @@ impl DialError {
     }
 }
 
+/// What one dial says about the peer behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// The peer answered: the connection was made, or it was refused (only a host that is
+    /// there refuses).
+    Answered,
+    /// Nothing answered within the connect timeout, or the network says the host cannot be
+    /// reached: what a tailnet peer that slept, lost power or was partitioned looks like.
+    Gone,
+    /// The dial says nothing about the peer (name resolution, our own connector, a SOCKS5
+    /// protocol error).
+    Unknown,
+}
+
+impl PeerState {
+    /// The state a dial's outcome shows.
+    pub fn of<T>(dialed: &Result<T, DialError>) -> PeerState {
+        match dialed {
+            Ok(_) => PeerState::Answered,
+            Err(e) => e.peer_state(),
+        }
+    }
+}
+
+/// Told the outcome of every dial an [`EndpointDialer`] makes for pingora.
+pub trait DialObserver: Send + Sync + fmt::Debug {
+    /// A dial that started at `started` ended, showing `peer`.
+    fn dialled(&self, started: Instant, peer: PeerState);
+}
+
+impl DialError {
+    /// What this failure shows about the peer. Only a timeout or an unreachable host counts
+    /// as gone: a failure that may be ours never condemns a peer.
+    pub fn peer_state(&self) -> PeerState {
+        use nix::errno::Errno;
+        match self {
+            DialError::Timeout { .. } => PeerState::Gone,
+            DialError::Connect { source, .. } => match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => PeerState::Answered,
+                std::io::ErrorKind::TimedOut => PeerState::Gone,
+                k if k == kind_of(Errno::EHOSTUNREACH) || k == kind_of(Errno::ENETUNREACH) => {
+                    PeerState::Gone
+                }
+                _ => PeerState::Unknown,
+            },
+            DialError::Resolve { .. }
+            | DialError::NoAddress { .. }
+            | DialError::Unavailable { .. } => PeerState::Unknown,
+        }
+    }
+}
+
+/// The I/O error kind of `errno`. Names the kinds of an unreachable host and network,
+/// whose `ErrorKind` variants are stable only since Rust 1.83 (the MSRV is 1.82).
+pub(crate) fn kind_of(errno: nix::errno::Errno) -> std::io::ErrorKind {
+    std::io::Error::from_raw_os_error(errno as i32).kind()
+}
+
 /// A live view of the connector, for `/healthz` and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TailnetStatus {
@@ -152,28 +210,14 @@ pub struct EndpointDialer {
     pub connect_timeout: Duration,
     pub connector: Arc<dyn Connector>,
     pub metrics: Arc<Metrics>,
+    /// Told what each of pingora's dials showed about the peer.
+    pub observer: Option<Arc<dyn DialObserver>>,
 }
 
 impl EndpointDialer {
-    /// Whether the upstream still answers a dial within the connect timeout (the probe a
-    /// request makes before trusting a pooled connection that has been quiet).
-    pub async fn answers(&self) -> bool {
-        matches!(
-            tokio::time::timeout(
-                self.connect_timeout,
-                self.connector.dial(&self.host, self.port)
-            )
-            .await,
-            Ok(Ok(_))
-        )
-    }
-}
-
-#[async_trait]
-impl pingora::connectors::L4Connect for EndpointDialer {
-    async fn connect(&self, _placeholder: &PingoraSocketAddr) -> pingora::Result<Stream> {
-        let started = Instant::now();
-        let dialed = tokio::time::timeout(
+    /// A dial bounded by the connect timeout.
+    async fn timed_dial(&self) -> Result<TailnetConn, DialError> {
+        tokio::time::timeout(
             self.connect_timeout,
             self.connector.dial(&self.host, self.port),
         )
@@ -183,7 +227,24 @@ impl pingora::connectors::L4Connect for EndpointDialer {
                 target: format!("{}:{}", self.host, self.port),
                 timeout: self.connect_timeout,
             })
-        });
+        })
+    }
+
+    /// A liveness dial: what a fresh dial, bounded by the connect timeout, shows about the
+    /// peer. The connection is closed at once.
+    pub async fn probe(&self) -> PeerState {
+        PeerState::of(&self.timed_dial().await)
+    }
+}
+
+#[async_trait]
+impl pingora::connectors::L4Connect for EndpointDialer {
+    async fn connect(&self, _placeholder: &PingoraSocketAddr) -> pingora::Result<Stream> {
+        let started = Instant::now();
+        let dialed = self.timed_dial().await;
+        if let Some(o) = &self.observer {
+            o.dialled(started, PeerState::of(&dialed));
+        }
         self.metrics
             .upstream_connect_seconds
             .with_label_values(&[&self.endpoint])
@@ -205,6 +266,62 @@ impl pingora::connectors::L4Connect for EndpointDialer {
                 };
                 Err(pingora::Error::explain(etype, e.to_string()))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn what_a_dial_shows_about_the_peer() {
+        let connect = |kind| DialError::Connect {
+            target: "t:1".into(),
+            source: Error::new(kind, "x"),
+        };
+        let os = |errno: nix::errno::Errno| DialError::Connect {
+            target: "t:1".into(),
+            source: Error::from_raw_os_error(errno as i32),
+        };
+        let cases: [(Result<(), DialError>, PeerState); 10] = [
+            (Ok(()), PeerState::Answered),
+            (
+                Err(connect(ErrorKind::ConnectionRefused)),
+                PeerState::Answered,
+            ),
+            (
+                Err(DialError::Timeout {
+                    target: "t:1".into(),
+                    timeout: Duration::from_secs(1),
+                }),
+                PeerState::Gone,
+            ),
+            (Err(connect(ErrorKind::TimedOut)), PeerState::Gone),
+            (Err(os(nix::errno::Errno::EHOSTUNREACH)), PeerState::Gone),
+            (Err(os(nix::errno::Errno::ENETUNREACH)), PeerState::Gone),
+            (Err(connect(ErrorKind::Other)), PeerState::Unknown),
+            (
+                Err(DialError::Resolve {
+                    host: "t".into(),
+                    source: Error::other("x"),
+                }),
+                PeerState::Unknown,
+            ),
+            (
+                Err(DialError::NoAddress { host: "t".into() }),
+                PeerState::Unknown,
+            ),
+            (
+                Err(DialError::Unavailable {
+                    reason: "tailnet dial pool saturated",
+                }),
+                PeerState::Unknown,
+            ),
+        ];
+        for (dialed, want) in cases {
+            assert_eq!(PeerState::of(&dialed), want, "{dialed:?}");
         }
     }
 }

@@ -38,6 +38,21 @@ fn reply_text(code: u8) -> &'static str {
     }
 }
 
+/// The I/O error kind a SOCKS5 failure reply stands for: what the proxy learnt about the
+/// peer (a refusal means the peer is there; an unreachable host or an expired TTL, that it
+/// is not).
+fn reply_kind(code: u8) -> std::io::ErrorKind {
+    use nix::errno::Errno;
+    use std::io::ErrorKind;
+    match code {
+        3 => super::kind_of(Errno::ENETUNREACH),
+        4 => super::kind_of(Errno::EHOSTUNREACH),
+        5 => ErrorKind::ConnectionRefused,
+        6 => ErrorKind::TimedOut,
+        _ => ErrorKind::Other,
+    }
+}
+
 fn proto_err(target: &str, msg: impl Into<String>) -> DialError {
     DialError::Connect {
         target: target.to_string(),
@@ -149,10 +164,13 @@ impl Socks5 {
         let mut head = [0u8; 4];
         s.read_exact(&mut head).await.map_err(io)?;
         if head[1] != 0x00 {
-            return Err(proto_err(
-                &target,
-                format!("SOCKS5: {}", reply_text(head[1])),
-            ));
+            return Err(DialError::Connect {
+                target,
+                source: std::io::Error::new(
+                    reply_kind(head[1]),
+                    format!("SOCKS5: {}", reply_text(head[1])),
+                ),
+            });
         }
         let skip = match head[3] {
             0x01 => 4,
@@ -203,5 +221,32 @@ impl Connector for Socks5 {
             Some((u, p)) => proxy.basic_auth(u, p.expose()),
             None => proxy,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tailnet::PeerState;
+
+    #[test]
+    fn failure_replies_say_what_the_proxy_learnt_about_the_peer() {
+        for (code, want) in [
+            (1, PeerState::Unknown),
+            (2, PeerState::Unknown),
+            (3, PeerState::Gone),
+            (4, PeerState::Gone),
+            (5, PeerState::Answered),
+            (6, PeerState::Gone),
+            (7, PeerState::Unknown),
+            (8, PeerState::Unknown),
+            (9, PeerState::Unknown),
+        ] {
+            let e = DialError::Connect {
+                target: "t:1".into(),
+                source: std::io::Error::new(reply_kind(code), reply_text(code)),
+            };
+            assert_eq!(e.peer_state(), want, "reply {code}");
+        }
     }
 }

@@ -74,6 +74,7 @@ type SseSender = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 /// A real HTTP/1.1 upstream:
 /// - `.../sse` answers `text/event-stream` whose events the test pushes with [`Upstream::next_stream`];
 /// - `.../accepted` answers 202 with no body;
+/// - `...?slow_ms=N` answers after N milliseconds;
 /// - anything else answers JSON describing the request, with `Mcp-Session-Id: s-123`.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -199,6 +200,13 @@ async fn answer(
             .header("server", "upstream-test")
             .body(BoxBody::new(body))
             .unwrap();
+    }
+    if let Some(ms) = path_and_query
+        .split_once("slow_ms=")
+        .and_then(|(_, v)| v.split('&').next()?.parse().ok())
+    {
+        // A live upstream that takes its time (a long tool call): the head comes late.
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if path_and_query.contains("/hang") {
         // Never answer (the bridge's first-byte deadline must end this).

@@ -347,33 +347,132 @@ async fn oauth_client_secret_mints_a_tagged_key() {
     );
 }
 
-#[tokio::test]
-async fn a_peer_that_vanishes_without_closing_fails_within_the_connect_timeout() {
-    // A request warms the pool; the upstream's node then goes silent (no FIN, no RST: the
-    // socketpair stays open and nothing comes back). The next request must fail within the
-    // endpoint's connect timeout, not wait for the five-minute first-byte deadline.
+/// The connect timeout of the endpoints the vanishing-peer tests use.
+const CONNECT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The bound those tests hold a failure to: twice the connect timeout (the goal), plus a
+/// margin for a noisy machine. Far below the five-minute first-byte deadline and the test
+/// client's own hang guard.
+fn vanish_bound() -> std::time::Duration {
+    2 * CONNECT + std::time::Duration::from_secs(3)
+}
+
+/// A bridge over the test double whose endpoint `/mcp/a` has a warm pooled connection to a
+/// live upstream.
+async fn warm_bridge(name: &str) -> (Upstream, std::path::PathBuf, Bridge) {
     let up = Upstream::start().await;
-    let state = temp_dir("tsnet-silent");
+    let state = temp_dir(name);
     let endpoints = format!(
-        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n    timeouts: {{connect: 2s, first_byte: 5m}}\n",
-        up.addr.port()
+        "  - path: /mcp/a\n    target: http://notes.tail1234.ts.net:{}/mcp\n    timeouts: {{connect: {}s, first_byte: 5m}}\n",
+        up.addr.port(),
+        CONNECT.as_secs()
     );
     let b = start_tsnet(&tsnet_config(&state, "", &endpoints)).await;
     assert_eq!(post_status(&b.url("/mcp/a")).await, 200);
+    (up, state, b)
+}
+
+/// The upstream's node vanishes: no FIN, no RST; the socketpair stays open and silent.
+fn vanish(state: &std::path::Path, up: &Upstream) {
     std::fs::write(
         state.join("test-double-silent"),
         format!("{}\n", up.addr.port()),
     )
     .unwrap();
-    // The endpoint has been quiet for a moment when the next request comes.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    // HANG_GUARD (30 s) is far below the first-byte deadline: a hang fails the test.
-    let status = post_status(&b.url("/mcp/a")).await;
-    assert_eq!(status, 502, "{}", b.stderr());
-    // Once the peer is known gone, no dead pooled connection is reused: every later request
-    // dials afresh, bounded by the connect timeout.
-    assert!(matches!(post_status(&b.url("/mcp/a")).await, 502 | 504));
-    // The peer comes back: traffic flows again.
+}
+
+/// POST to `url`; the status (0: the client's hang guard gave up) and how long it took.
+async fn timed_post(url: &str) -> (u16, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let status = client()
+        .post(url)
+        .body("{}")
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    (status, started.elapsed())
+}
+
+/// A request sent `after` the peer vanished, on the warm pooled connection, fails with 502
+/// within the bound; later requests fail too (no dead connection is reused), and once the
+/// peer is back traffic flows again.
+async fn vanished_peer_case(name: &str, after: std::time::Duration) {
+    let (up, state, b) = warm_bridge(name).await;
+    vanish(&state, &up);
+    tokio::time::sleep(after).await;
+    let (status, took) = timed_post(&b.url("/mcp/a")).await;
+    eprintln!("tsnet: sent {after:?} after the peer vanished: {status} after {took:?}");
+    assert_eq!(status, 502, "after {took:?}\n{}", b.stderr());
+    assert!(took < vanish_bound(), "502 only after {took:?}");
+    let (status, took) = timed_post(&b.url("/mcp/a")).await;
+    assert!(matches!(status, 502 | 504), "{status} after {took:?}");
+    assert!(took < vanish_bound(), "{status} only after {took:?}");
     std::fs::remove_file(state.join("test-double-silent")).unwrap();
+    assert_eq!(post_status(&b.url("/mcp/a")).await, 200, "{}", b.stderr());
+}
+
+#[tokio::test]
+async fn a_request_right_after_the_peer_vanishes_fails_within_twice_the_connect_timeout() {
+    vanished_peer_case("tsnet-vanish-now", std::time::Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_request_one_second_after_the_peer_vanishes_fails_within_twice_the_connect_timeout() {
+    vanished_peer_case("tsnet-vanish-1s", std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_request_after_a_quiet_period_fails_within_twice_the_connect_timeout() {
+    vanished_peer_case("tsnet-vanish-quiet", std::time::Duration::from_millis(3500)).await;
+}
+
+#[tokio::test]
+async fn requests_in_flight_when_the_peer_vanishes_fail_too() {
+    // A tool call that is still running when the peer's machine goes to sleep: it fails with
+    // 502 as soon as the peer is known gone, not after the five-minute first-byte deadline.
+    let (up, state, b) = warm_bridge("tsnet-vanish-inflight").await;
+    let url = b.url("/mcp/a/hang");
+    let in_flight = tokio::spawn(async move { timed_post(&url).await });
+    // Long enough for its first liveness check to find the peer alive.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    vanish(&state, &up);
+    let vanished = std::time::Instant::now();
+    // The pooled connection is busy: this one dials, and the dial is not answered.
+    let (status, took) = timed_post(&b.url("/mcp/a")).await;
+    assert!(matches!(status, 502 | 504), "{status} after {took:?}");
+    let (status, _) = in_flight.await.unwrap();
+    let took = vanished.elapsed();
+    eprintln!("tsnet: in flight when the peer vanished: {status} {took:?} after the vanish");
+    assert_eq!(status, 502, "in flight: after {took:?}\n{}", b.stderr());
+    assert!(took < vanish_bound(), "in flight: 502 only after {took:?}");
+}
+
+#[tokio::test]
+async fn a_request_in_flight_alone_finds_its_vanished_peer_at_its_next_check() {
+    // No other traffic: the waiting request's own check, repeated every 5 s, finds the peer
+    // gone within 5 s + the first check's wait (1 s) + the connect timeout.
+    let (up, state, b) = warm_bridge("tsnet-vanish-alone").await;
+    let url = b.url("/mcp/a/hang");
+    let in_flight = tokio::spawn(async move { timed_post(&url).await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    vanish(&state, &up);
+    let vanished = std::time::Instant::now();
+    let (status, _) = in_flight.await.unwrap();
+    let took = vanished.elapsed();
+    eprintln!("tsnet: alone in flight when the peer vanished: {status} {took:?} after the vanish");
+    assert_eq!(status, 502, "after {took:?}\n{}", b.stderr());
+    let bound = std::time::Duration::from_secs(5 + 1) + vanish_bound();
+    assert!(took < bound, "502 only after {took:?}");
+}
+
+#[tokio::test]
+async fn a_live_peer_slower_than_the_connect_timeout_is_never_cut() {
+    // A long tool call: the head comes well after the connect timeout and after more than
+    // one liveness check. The peer answers each check, so the call completes.
+    let (_up, _state, b) = warm_bridge("tsnet-slow").await;
+    let (status, took) = timed_post(&b.url("/mcp/a?slow_ms=7000")).await;
+    assert_eq!(status, 200, "after {took:?}\n{}", b.stderr());
+    // Fast requests alongside are not held up either.
     assert_eq!(post_status(&b.url("/mcp/a")).await, 200);
 }

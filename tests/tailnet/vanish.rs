@@ -161,18 +161,26 @@ async fn post_json(url: &str) -> u16 {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn a_direct_upstream_that_vanishes_fails_within_the_connect_timeout() {
-    let host = TestHost::start();
-    let body = format!(
-        "tailnet:\n  mode: direct\nendpoints:\n  - path: /mcp/v\n    target: http://198.51.100.2:{}/mcp\n    timeouts: {{connect: 2s, first_byte: 5m}}\n",
-        host.port
-    );
-    let b = Bridge::start("", &body).await;
-    let url = b.url("/mcp/v");
-    // The upstream in the namespace takes a moment to listen.
+/// One test host at a time: they share the namespace's name and addresses.
+static ONE_HOST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The connect timeout of the endpoints here, and the bound a vanished peer's failure is held
+/// to: twice that (the goal) plus a margin for a noisy machine, far below `first_byte` (5 m)
+/// and the client's hang guard.
+const CONNECT: Duration = Duration::from_secs(2);
+
+fn vanish_bound() -> Duration {
+    2 * CONNECT + Duration::from_secs(3)
+}
+
+async fn timed_post(url: &str) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    (post_json(url).await, started.elapsed())
+}
+
+async fn until_answered(url: &str, b: &Bridge) {
     let deadline = std::time::Instant::now() + HANG_GUARD;
-    while post_json(&url).await != 200 {
+    while post_json(url).await != 200 {
         assert!(
             std::time::Instant::now() < deadline,
             "upstream never answered:\n{}",
@@ -180,32 +188,101 @@ async fn a_direct_upstream_that_vanishes_fails_within_the_connect_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // 1. Right after the peer vanishes: the request is written into a pooled connection that
-    //    nothing acknowledges; TCP_USER_TIMEOUT (= connect timeout) ends it. A status of 0
-    //    would mean the client's hang guard (30 s, far below first_byte) gave up.
-    host.link(false);
-    let status = post_json(&url).await;
-    assert!(
-        matches!(status, 502 | 504),
-        "right after vanishing: {status}\n{}",
-        b.stderr()
-    );
-    // 2. After a quiet moment: the liveness dial fails within the connect timeout.
-    host.link(true);
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    while post_json(&url).await != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upstream never came back"
+}
+
+/// For a request sent right after the peer vanished, 1 s after, and after a quiet period:
+/// warm the pool, take the link down, wait, and time the request on the dead pooled
+/// connection, then one more (no dead connection is reused).
+async fn vanish_cases(host: &TestHost, b: &Bridge, url: &str) {
+    for after in [
+        Duration::ZERO,
+        Duration::from_secs(1),
+        Duration::from_millis(3500),
+    ] {
+        host.link(true);
+        until_answered(url, b).await;
+        host.link(false);
+        tokio::time::sleep(after).await;
+        let (status, took) = timed_post(url).await;
+        eprintln!("sent {after:?} after the peer vanished: {status} after {took:?}");
+        assert_eq!(
+            status,
+            502,
+            "sent {after:?} after vanishing: after {took:?}\n{}",
+            b.stderr()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            took < vanish_bound(),
+            "sent {after:?} after vanishing: 502 only after {took:?}"
+        );
+        let (status, took) = timed_post(url).await;
+        assert!(
+            matches!(status, 502 | 504) && took < vanish_bound(),
+            "the next request: {status} after {took:?}"
+        );
     }
-    host.link(false);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let status = post_json(&url).await;
-    assert!(
-        matches!(status, 502 | 504),
-        "after a quiet moment: {status}"
-    );
     host.link(true);
+}
+
+fn endpoint(target: &str) -> String {
+    format!(
+        "endpoints:\n  - path: /mcp/v\n    target: {target}\n    timeouts: {{connect: {}s, first_byte: 5m}}\n",
+        CONNECT.as_secs()
+    )
+}
+
+#[tokio::test]
+async fn a_direct_upstream_that_vanishes_fails_within_twice_the_connect_timeout() {
+    let _one = ONE_HOST.lock().await;
+    let host = TestHost::start();
+    let body = format!(
+        "tailnet:\n  mode: direct\n{}",
+        endpoint(&format!("http://198.51.100.2:{}/mcp", host.port))
+    );
+    let b = Bridge::start("", &body).await;
+    vanish_cases(&host, &b, &b.url("/mcp/v")).await;
+}
+
+#[tokio::test]
+async fn a_socks5_upstream_that_vanishes_fails_within_twice_the_connect_timeout() {
+    // The proxy stays up on loopback: only the peer behind it vanishes, so nothing on the
+    // bridge's own socket (keepalive, TCP_USER_TIMEOUT) can notice.
+    let _one = ONE_HOST.lock().await;
+    let host = TestHost::start();
+    let socks = super::Microsocks::start(None);
+    let body = format!(
+        "tailnet:\n  mode: socks5\n  socks5:\n    address: \"127.0.0.1:{}\"\n{}",
+        socks.port,
+        endpoint(&format!("http://198.51.100.2:{}/mcp", host.port))
+    );
+    let b = Bridge::start("", &body).await;
+    vanish_cases(&host, &b, &b.url("/mcp/v")).await;
+}
+
+#[tokio::test]
+async fn a_live_peer_slower_than_the_connect_timeout_is_never_cut() {
+    // A long tool call in direct and socks5 modes: the head comes well after the connect
+    // timeout and after several liveness checks; the peer answers them, so the call ends 200.
+    let up = Upstream::start().await;
+    let socks = super::Microsocks::start(None);
+    let direct = Bridge::start(
+        "",
+        &format!("tailnet:\n  mode: direct\n{}", endpoint(&up.url("/mcp"))),
+    )
+    .await;
+    let via_socks = Bridge::start(
+        "",
+        &format!(
+            "tailnet:\n  mode: socks5\n  socks5:\n    address: \"127.0.0.1:{}\"\n{}",
+            socks.port,
+            endpoint(&up.url("/mcp"))
+        ),
+    )
+    .await;
+    for b in [&direct, &via_socks] {
+        // Warm the pool: the slow call reuses a pooled connection.
+        assert_eq!(post_json(&b.url("/mcp/v")).await, 200);
+        let (status, took) = timed_post(&b.url("/mcp/v?slow_ms=7000")).await;
+        assert_eq!(status, 200, "after {took:?}\n{}", b.stderr());
+    }
 }

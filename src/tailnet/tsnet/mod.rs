@@ -337,6 +337,18 @@ fn dial_worker(rx: &Mutex<Receiver<Job>>, server: &ffi::Server) {
     }
 }
 
+/// The library's dial error as an I/O error. It only gives text; Go's net error for a
+/// refusal ("connect: connection refused") says that the peer is there
+/// ([`super::PeerState`]).
+fn dial_error(message: String) -> std::io::Error {
+    let kind = if message.contains("connection refused") {
+        std::io::ErrorKind::ConnectionRefused
+    } else {
+        std::io::ErrorKind::Other
+    };
+    std::io::Error::new(kind, message)
+}
+
 #[async_trait]
 impl Connector for Tsnet {
     async fn dial(&self, host: &str, port: u16) -> Result<TailnetConn, DialError> {
@@ -381,7 +393,7 @@ impl Connector for Tsnet {
             Ok(Err(e)) => {
                 return Err(DialError::Connect {
                     target: addr,
-                    source: std::io::Error::other(e.message),
+                    source: dial_error(e.message),
                 })
             }
             Err(_) => {
@@ -469,5 +481,28 @@ impl Connector for Tsnet {
 
     fn addresses(&self) -> Vec<String> {
         self.ips.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+
+    #[test]
+    fn dial_errors_keep_what_they_say_about_the_peer() {
+        for (message, want) in [
+            (
+                "dial tcp 100.64.0.9:80: connect: connection refused",
+                ErrorKind::ConnectionRefused,
+            ),
+            (
+                "tailnet unreachable (test double offline)",
+                ErrorKind::Other,
+            ),
+            ("tsnet: not running", ErrorKind::Other),
+        ] {
+            assert_eq!(dial_error(message.into()).kind(), want, "{message}");
+        }
     }
 }

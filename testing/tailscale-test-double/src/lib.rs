@@ -29,8 +29,13 @@
 //!   library does, and never logs out by itself.
 //! - The file `<state_dir>/test-double-silent` lists ports (one per line) whose peers have
 //!   vanished without closing, as a tailnet machine that sleeps, loses power or is
-//!   partitioned does: new dials to them hang until the port is no longer listed, and open
-//!   connections stay open but carry nothing either way (bytes written are dropped).
+//!   partitioned does (checked against the real library: its socketpair never closes). New
+//!   dials to them hang as long as the port is listed (the real dial has no timeout: only the
+//!   caller's own timeout ends the wait). Every connection that was open while its port was
+//!   listed is dead for good, as a TCP connection whose peer lost its state is: its
+//!   socketpair stays open, writes into it are accepted and dropped, and nothing is ever read
+//!   back, also after the port is no longer listed. A watcher thread reads the file every
+//!   [`VANISH_POLL`], so an idle pooled connection dies too.
 
 // These functions implement a C API: pointer validity is the caller's side of the contract
 // written in libtailscale's `tailscale.h`, as for the real library.
@@ -43,9 +48,12 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
+
+/// How often the watcher thread looks for vanished peers.
+const VANISH_POLL: Duration = Duration::from_millis(50);
 
 const EBADF: c_int = 9;
 const ERANGE: c_int = 34;
@@ -149,14 +157,65 @@ fn connect(sd: c_int, host: &str, port: u16) -> Result<TcpStream, String> {
     TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("dial {host}:{port}: {e}"))
 }
 
-/// Copy `from` to `to` until `from` ends, dropping the bytes while the peer is silent.
-fn copy_unless_silent(mut from: impl Read, mut to: impl Write, dir: Option<PathBuf>, port: u16) {
+/// One open tailnet connection, as the watcher thread sees it.
+struct Tracked {
+    dir: Option<PathBuf>,
+    port: u16,
+    dead: Weak<AtomicBool>,
+}
+
+fn tracked() -> &'static Mutex<Vec<Tracked>> {
+    static T: OnceLock<Mutex<Vec<Tracked>>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Register a connection: it dies when its port is listed in `test-double-silent`, whether
+/// or not bytes move on it then. Starts the watcher thread on first use.
+fn track(dir: Option<PathBuf>, port: u16) -> Arc<AtomicBool> {
+    static WATCHER: OnceLock<()> = OnceLock::new();
+    WATCHER.get_or_init(|| {
+        std::thread::spawn(|| loop {
+            std::thread::sleep(VANISH_POLL);
+            if let Ok(mut conns) = tracked().lock() {
+                conns.retain(|c| match c.dead.upgrade() {
+                    Some(dead) => {
+                        if silent(c.dir.as_ref(), c.port) {
+                            dead.store(true, Ordering::SeqCst);
+                        }
+                        true
+                    }
+                    None => false,
+                });
+            }
+        });
+    });
+    let dead = Arc::new(AtomicBool::new(silent(dir.as_ref(), port)));
+    if let Ok(mut conns) = tracked().lock() {
+        conns.push(Tracked {
+            dir,
+            port,
+            dead: Arc::downgrade(&dead),
+        });
+    }
+    dead
+}
+
+/// Copy `from` to `to` until `from` ends; once the connection is dead, bytes are dropped.
+fn copy_unless_dead(
+    mut from: impl Read,
+    mut to: impl Write,
+    dead: &AtomicBool,
+    dir: Option<&PathBuf>,
+    port: u16,
+) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if silent(dir.as_ref(), port) {
+                // The file is checked too: the watcher may not have looked yet.
+                if dead.load(Ordering::SeqCst) || silent(dir, port) {
+                    dead.store(true, Ordering::SeqCst);
                     continue;
                 }
                 if to.write_all(&buf[..n]).is_err() {
@@ -172,16 +231,17 @@ fn pipe(a: TcpStream, b: UnixStream, dir: Option<PathBuf>, port: u16) {
         (Ok(x), Ok(y)) => (x, y),
         _ => return,
     };
-    let back = dir.clone();
+    let dead = track(dir.clone(), port);
+    let (dead2, dir2) = (dead.clone(), dir.clone());
     std::thread::spawn(move || {
-        copy_unless_silent(&a, &b, dir.clone(), port);
-        // A silent peer never closes: the Go side keeps the socketpair open too.
-        if !silent(dir.as_ref(), port) {
+        copy_unless_dead(&a, &b, &dead, dir.as_ref(), port);
+        // A vanished peer never closes: the Go side keeps the socketpair open too.
+        if !dead.load(Ordering::SeqCst) {
             let _ = b.shutdown(Shutdown::Write);
         }
     });
     std::thread::spawn(move || {
-        copy_unless_silent(&b2, &a2, back, port);
+        copy_unless_dead(&b2, &a2, &dead2, dir2.as_ref(), port);
         let _ = a2.shutdown(Shutdown::Write);
     });
 }
@@ -590,6 +650,44 @@ mod tests {
         std::fs::write(d.join("test-double-silent"), "18411\n").unwrap();
         assert!(silent(Some(&d), 18411));
         assert!(!silent(Some(&d), 18412));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_connection_open_while_its_peer_vanished_stays_dead() {
+        let d = std::env::temp_dir().join(format!("tsd-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        // An echo upstream on loopback, piped like a dialled connection.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut r = s.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut &s);
+                });
+            }
+        });
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        pipe(
+            TcpStream::connect(("127.0.0.1", port)).unwrap(),
+            theirs,
+            Some(d.clone()),
+            port,
+        );
+        ours.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        ours.write_all(b"ping").unwrap();
+        ours.read_exact(&mut buf).unwrap();
+        // The peer vanishes while the connection is idle, then comes back.
+        std::fs::write(d.join("test-double-silent"), format!("{port}\n")).unwrap();
+        std::thread::sleep(VANISH_POLL * 4);
+        std::fs::remove_file(d.join("test-double-silent")).unwrap();
+        // Writes are still accepted; nothing comes back, and the socketpair stays open.
+        ours.write_all(b"ping").unwrap();
+        let err = ours.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
