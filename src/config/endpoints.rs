@@ -49,7 +49,10 @@ pub(super) const ENDPOINT_KEYS: &[&str] = &[
 
 pub(super) const TIMEOUT_KEYS: &[&str] = &["connect", "first_byte", "idle"];
 
-pub(super) const TOOLS_KEYS: &[&str] = &["allow", "deny", "grants"];
+pub(super) const TOOLS_KEYS: &[&str] =
+    &["allow", "deny", "grants", "pinned", "on_change", "limits"];
+
+pub(super) const LIMIT_KEYS: &[&str] = &["users", "clients", "tools", "per_minute"];
 
 pub(super) const GRANT_KEYS: &[&str] = &["users", "clients", "allow"];
 
@@ -80,8 +83,19 @@ pub struct Endpoint {
     pub tls_verify: bool,
     /// Which tools may be called, by whom (`tools`).
     pub tools: ToolPolicy,
+    /// Pinned tool definitions and per-identity call limits (`tools.pinned`, `tools.limits`).
+    pub guard: ToolGuard,
     /// This endpoint's client allowlist, replacing the server's when set.
     pub allowed_client_cidrs: Option<Vec<crate::proxy::cidr::Cidr>>,
+}
+
+/// `tools.pinned`, `tools.on_change` and `tools.limits` of one endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToolGuard {
+    /// The pin file from `tailbridge tools pin` (`None`: trust on first use).
+    pub pinned: Option<std::path::PathBuf>,
+    pub on_change: crate::mcp::pins::OnChange,
+    pub limits: Vec<crate::mcp::limits::ToolLimit>,
 }
 
 pub(super) type Target = (Url, String, u16, bool, String);
@@ -108,6 +122,19 @@ pub struct RawTools {
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
     pub grants: Option<Vec<RawGrant>>,
+    pub pinned: Option<String>,
+    pub on_change: Option<String>,
+    pub limits: Option<Vec<RawLimit>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimit {
+    pub users: Option<Vec<String>>,
+    pub clients: Option<Vec<String>>,
+    pub tools: Option<Vec<String>>,
+    pub per_minute: Option<Num<u32>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -178,7 +205,7 @@ pub(super) fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) ->
             &prefixed(&at, "allowed_client_cidrs"),
             ep.allowed_client_cidrs.as_deref(),
         );
-        let tools = tools(e, &prefixed(&at, "tools"), ep.tools, auth_on);
+        let (tools, guard) = tools(e, &prefixed(&at, "tools"), ep.tools, auth_on);
         let path = match ep.path.as_deref() {
             None => {
                 e.add(prefixed(&at, "path"), "required");
@@ -282,6 +309,7 @@ pub(super) fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) ->
                 timeouts,
                 tls_verify: ep.tls_verify.unwrap_or(true),
                 tools,
+                guard,
                 allowed_client_cidrs,
             });
         }
@@ -291,10 +319,16 @@ pub(super) fn endpoints(e: &mut Errors, raw: Vec<RawEndpoint>, auth_on: bool) ->
 
 /// `endpoints[].tools`: allow (default `["*"]`), deny, and per-identity grants. Grants need
 /// `auth`: without a token there is nobody to grant to.
-pub(super) fn tools(e: &mut Errors, at: &str, raw: Option<RawTools>, auth_on: bool) -> ToolPolicy {
+pub(super) fn tools(
+    e: &mut Errors,
+    at: &str,
+    raw: Option<RawTools>,
+    auth_on: bool,
+) -> (ToolPolicy, ToolGuard) {
     let Some(raw) = raw else {
-        return ToolPolicy::default();
+        return (ToolPolicy::default(), ToolGuard::default());
     };
+    let guard = guard(e, at, raw.pinned, raw.on_change, raw.limits, auth_on);
     e.unknown(at, &raw.unknown, TOOLS_KEYS);
     let allow = match raw.allow {
         Some(a) => globs(e, &prefixed(at, "allow"), a),
@@ -343,10 +377,100 @@ pub(super) fn tools(e: &mut Errors, at: &str, raw: Option<RawTools>, auth_on: bo
             allow,
         });
     }
-    ToolPolicy {
-        allow,
-        deny,
-        grants,
+    (
+        ToolPolicy {
+            allow,
+            deny,
+            grants,
+        },
+        guard,
+    )
+}
+
+/// `tools.pinned`, `tools.on_change`, `tools.limits`. Limits that name users or clients need
+/// `auth` (without tokens there is nobody to name); without it, each client address has its
+/// own budget.
+fn guard(
+    e: &mut Errors,
+    at: &str,
+    pinned: Option<String>,
+    on_change: Option<String>,
+    limits: Option<Vec<RawLimit>>,
+    auth_on: bool,
+) -> ToolGuard {
+    let pinned = match pinned {
+        Some(p) if p.trim().is_empty() => {
+            e.add(
+                prefixed(at, "pinned"),
+                "must be a file path (from `tailbridge tools pin`)",
+            );
+            None
+        }
+        other => other.map(std::path::PathBuf::from),
+    };
+    let on_change = match on_change.as_deref() {
+        None | Some("alert") => crate::mcp::pins::OnChange::Alert,
+        Some("hide") => {
+            if pinned.is_none() {
+                e.add(
+                    prefixed(at, "on_change"),
+                    "hide needs tools.pinned: without pins the first definition seen is the reference, and nothing is hidden",
+                );
+            }
+            crate::mcp::pins::OnChange::Hide
+        }
+        Some(other) => {
+            e.add(
+                prefixed(at, "on_change"),
+                format!("`{other}` is not one of alert, hide"),
+            );
+            crate::mcp::pins::OnChange::Alert
+        }
+    };
+    let mut out = Vec::new();
+    for (i, l) in limits.unwrap_or_default().into_iter().enumerate() {
+        let lp = format!("{at}.limits[{i}]");
+        e.unknown(&lp, &l.unknown, LIMIT_KEYS);
+        let users = l.users.unwrap_or_default();
+        let clients = l.clients.unwrap_or_default();
+        if (!users.is_empty() || !clients.is_empty()) && !auth_on {
+            e.add(
+                &lp,
+                "users and clients need the auth section; without it, leave them out (each client address gets its own budget)",
+            );
+        }
+        for (field, list) in [("users", &users), ("clients", &clients)] {
+            for (j, v) in list.iter().enumerate() {
+                if v.trim().is_empty() {
+                    e.add(format!("{lp}.{field}[{j}]"), "must not be empty");
+                }
+            }
+        }
+        let tools = globs(e, &prefixed(&lp, "tools"), l.tools.unwrap_or_default());
+        let per_minute = match l.per_minute {
+            None => {
+                e.add(
+                    prefixed(&lp, "per_minute"),
+                    "required: calls allowed per minute",
+                );
+                0
+            }
+            Some(n) => e.num(&prefixed(&lp, "per_minute"), Some(n), 0, "a whole number"),
+        };
+        if per_minute == 0 {
+            e.add(prefixed(&lp, "per_minute"), "must be greater than 0");
+        }
+        out.push(crate::mcp::limits::ToolLimit {
+            users,
+            clients,
+            tools,
+            per_minute,
+        });
+    }
+    ToolGuard {
+        pinned,
+        on_change,
+        limits: out,
     }
 }
 

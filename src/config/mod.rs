@@ -169,6 +169,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("endpoints[].timeouts", endpoints::TIMEOUT_KEYS),
     ("endpoints[].tools", endpoints::TOOLS_KEYS),
     ("endpoints[].tools.grants[]", endpoints::GRANT_KEYS),
+    ("endpoints[].tools.limits[]", endpoints::LIMIT_KEYS),
 ];
 
 /// The validated configuration.

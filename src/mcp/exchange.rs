@@ -29,6 +29,10 @@ pub enum Outcome {
     ToolError,
     /// Refused by the tool policy; never reached the upstream.
     Denied,
+    /// Refused because the tool is not as pinned (`tools.on_change: hide`).
+    Unpinned,
+    /// Refused by a per-identity call limit (`tools.limits`).
+    RateLimited,
     /// The client went away before the answer.
     Cancelled,
     /// The response ended without an answer for this id.
@@ -36,11 +40,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::Error,
         Outcome::ToolError,
         Outcome::Denied,
+        Outcome::Unpinned,
+        Outcome::RateLimited,
         Outcome::Cancelled,
         Outcome::Unanswered,
     ];
@@ -51,6 +57,8 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::ToolError => "tool_error",
             Outcome::Denied => "denied",
+            Outcome::Unpinned => "unpinned",
+            Outcome::RateLimited => "rate_limited",
             Outcome::Cancelled => "cancelled",
             Outcome::Unanswered => "unanswered",
         }
@@ -74,6 +82,8 @@ pub struct Call {
     pub answered_at: Option<Instant>,
     /// Response bytes passed to the client up to and including the answer.
     pub bytes_out: u64,
+    /// A list request for a later page (`params.cursor`).
+    pub paged: bool,
 }
 
 impl Call {
@@ -119,6 +129,11 @@ pub struct Exchange {
     filter_ids: Vec<Id>,
     /// Tool names the upstream listed in this exchange (before filtering).
     pub listed: Vec<String>,
+    /// Each `tools/list` result read, raw, with whether its request asked for a later page
+    /// (for the pin checks, which run after the bytes went on).
+    pub list_pages: Vec<(Vec<u8>, bool)>,
+    /// Filtered lists are marked `cacheScope: private`.
+    private: bool,
     /// Response body bytes passed to the client so far.
     out: u64,
 }
@@ -140,6 +155,7 @@ impl Exchange {
                 outcome: None,
                 answered_at: None,
                 bytes_out: 0,
+                paged: m.paged,
             })
             .collect();
         Exchange {
@@ -148,6 +164,8 @@ impl Exchange {
             reader: Reader::Off,
             filter_ids: Vec::new(),
             listed: Vec::new(),
+            list_pages: Vec::new(),
+            private: false,
             out: 0,
         }
     }
@@ -163,11 +181,14 @@ impl Exchange {
                 outcome: None,
                 answered_at: None,
                 bytes_out: 0,
+                paged: false,
             }],
             started,
             reader: Reader::Off,
             filter_ids: Vec::new(),
             listed: Vec::new(),
+            list_pages: Vec::new(),
+            private: false,
             out: 0,
         }
     }
@@ -179,10 +200,17 @@ impl Exchange {
 
     /// The response head arrived. `filter`: `tools/list` results must be filtered. Returns
     /// whether the body may be rewritten (the caller then drops `Content-Length`).
-    pub fn on_response_head(&mut self, content_type: Option<&str>, filter: bool) -> bool {
+    /// `private`: filtered lists are per identity (marked `cacheScope: private`).
+    pub fn on_response_head(
+        &mut self,
+        content_type: Option<&str>,
+        filter: bool,
+        private: bool,
+    ) -> bool {
         if !self.calls.iter().any(Call::expects_answer) {
             return false;
         }
+        self.private = private;
         let ct = content_type
             .and_then(|c| c.split(';').next())
             .map(str::trim);
@@ -228,7 +256,7 @@ impl Exchange {
         chunk: Option<&Bytes>,
         end: bool,
         now: Instant,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(&str, &serde_json::Value) -> bool,
     ) -> Option<Bytes> {
         let data: &[u8] = chunk.map(|c| c.as_ref()).unwrap_or_default();
         match &mut self.reader {
@@ -248,7 +276,7 @@ impl Exchange {
         data: &[u8],
         end: bool,
         now: Instant,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(&str, &serde_json::Value) -> bool,
     ) -> Option<Bytes> {
         let filtering = !self.filter_ids.is_empty();
         let Reader::Json { buf, over } = &mut self.reader else {
@@ -297,7 +325,12 @@ impl Exchange {
         Some(sent)
     }
 
-    fn on_sse(&mut self, chunk: &[u8], now: Instant, keep: &dyn Fn(&str) -> bool) -> Option<Bytes> {
+    fn on_sse(
+        &mut self,
+        chunk: &[u8],
+        now: Instant,
+        keep: &dyn Fn(&str, &serde_json::Value) -> bool,
+    ) -> Option<Bytes> {
         let Reader::Sse { scanner, held } = &mut self.reader else {
             return None;
         };
@@ -390,7 +423,7 @@ impl Exchange {
         text: &[u8],
         now: Instant,
         out_after: u64,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(&str, &serde_json::Value) -> bool,
     ) -> Option<Vec<u8>> {
         let mut filter = Vec::new();
         for r in jsonrpc::replies(text) {
@@ -412,6 +445,9 @@ impl Exchange {
             if call.is_tools_list() {
                 if let Some(result) = r.result {
                     self.listed.extend(listed_tools(result));
+                    if self.list_pages.len() < 16 {
+                        self.list_pages.push((result.to_vec(), call.paged));
+                    }
                 }
                 if self.filter_ids.contains(id) {
                     filter.push(id.clone());
@@ -421,7 +457,7 @@ impl Exchange {
         if filter.is_empty() {
             return None;
         }
-        match filter_tools_lists(text, &filter, keep) {
+        match filter_tools_lists(text, &filter, keep, self.private) {
             Ok(rewritten) => rewritten,
             // The list cannot be read for filtering: fail closed with an error answer.
             Err(_) => {
@@ -519,7 +555,11 @@ mod tests {
         Exchange::new(classify(body.as_bytes(), false).unwrap(), Instant::now())
     }
 
-    fn feed_all(x: &mut Exchange, chunks: &[&str], keep: &dyn Fn(&str) -> bool) -> String {
+    fn feed_all(
+        x: &mut Exchange,
+        chunks: &[&str],
+        keep: &dyn Fn(&str, &serde_json::Value) -> bool,
+    ) -> String {
         let mut out = String::new();
         let n = chunks.len();
         for (i, c) in chunks.iter().enumerate() {
@@ -537,13 +577,13 @@ mod tests {
     #[test]
     fn sse_outcomes_pass_through_unchanged() {
         let mut x = exchange(CALL);
-        assert!(!x.on_response_head(Some("text/event-stream"), true));
+        assert!(!x.on_response_head(Some("text/event-stream"), true, false));
         let chunks = [
             "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n",
             "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"res",
             "ult\":{\"content\":[],\"isError\":true}}\n\n",
         ];
-        let out = feed_all(&mut x, &chunks, &|_| true);
+        let out = feed_all(&mut x, &chunks, &|_, _| true);
         assert_eq!(out, chunks.concat());
         assert_eq!(x.calls[0].outcome, Some(Outcome::ToolError));
         assert_eq!(x.calls[0].tool.as_deref(), Some("count"));
@@ -567,9 +607,9 @@ mod tests {
             ),
         ] {
             let mut x = exchange(CALL);
-            x.on_response_head(Some("application/json; charset=utf-8"), false);
+            x.on_response_head(Some("application/json; charset=utf-8"), false, false);
             let (a, b) = answer.split_at(10);
-            assert_eq!(feed_all(&mut x, &[a, b], &|_| true), answer);
+            assert_eq!(feed_all(&mut x, &[a, b], &|_, _| true), answer);
             x.finish(200, false, Instant::now());
             assert_eq!(x.calls[0].outcome, Some(want), "{answer}");
         }
@@ -578,7 +618,7 @@ mod tests {
     #[test]
     fn finishing_without_answers() {
         let mut x = exchange(CALL);
-        x.on_response_head(Some("text/event-stream"), false);
+        x.on_response_head(Some("text/event-stream"), false, false);
         x.finish(200, true, Instant::now());
         assert_eq!(x.calls[0].outcome, Some(Outcome::Cancelled));
         let mut x = exchange(CALL);
@@ -597,14 +637,46 @@ mod tests {
         r#"{"jsonrpc":"2.0","id":"l1","method":"tools/list","params":{"cursor":"c1"}}"#;
     const LISTED: &str = r#"{"jsonrpc":"2.0","id":"l1","result":{"tools":[{"name":"echo"},{"name":"delete_note"}],"nextCursor":"c2"}}"#;
 
-    fn no_delete(t: &str) -> bool {
+    fn no_delete(t: &str, _: &serde_json::Value) -> bool {
         !t.starts_with("delete_")
+    }
+
+    #[test]
+    fn sse_lists_per_identity_are_private_and_pages_are_collected() {
+        let mut x = exchange(
+            r#"{"jsonrpc":"2.0","id":"l1","method":"tools/list","params":{"cursor":"c1"}}"#,
+        );
+        assert!(x.calls[0].paged);
+        assert!(x.on_response_head(Some("text/event-stream"), true, true));
+        let list = r#"{"jsonrpc":"2.0","id":"l1","result":{"tools":[{"name":"echo","description":"v2"},{"name":"delete_note"}],"ttlMs":30000,"cacheScope":"public"}}"#;
+        let progress = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n";
+        let event = format!("event: message\ndata: {list}\n\n");
+        // Hide by definition: a keep that looks at the description.
+        let keep = |t: &str, def: &serde_json::Value| {
+            !t.starts_with("delete_") && def["description"] != "v3"
+        };
+        let out = feed_all(&mut x, &[progress, &event], &keep);
+        assert!(
+            out.starts_with(progress),
+            "events before the list pass as they are"
+        );
+        assert!(out.contains(r#""cacheScope":"private""#), "{out}");
+        assert!(out.contains(r#""ttlMs":30000"#), "{out}");
+        assert!(!out.contains("delete_note"), "{out}");
+        assert_eq!(x.list_pages.len(), 1);
+        assert!(x.list_pages[0].1, "the request asked for a later page");
+        let v: serde_json::Value = serde_json::from_slice(&x.list_pages[0].0).unwrap();
+        assert_eq!(
+            v["tools"].as_array().unwrap().len(),
+            2,
+            "pages are kept as the upstream sent them"
+        );
     }
 
     #[test]
     fn tools_list_filtered_in_sse_event_by_event() {
         let mut x = exchange(LIST);
-        assert!(x.on_response_head(Some("text/event-stream"), true));
+        assert!(x.on_response_head(Some("text/event-stream"), true, false));
         let ev = format!("event: message\nid: 9\ndata: {LISTED}\n\n");
         let ping = ": ping\n\n";
         let mut outs = Vec::new();
@@ -637,7 +709,7 @@ mod tests {
     #[test]
     fn tools_list_filtered_in_json() {
         let mut x = exchange(LIST);
-        assert!(x.on_response_head(Some("application/json"), true));
+        assert!(x.on_response_head(Some("application/json"), true, false));
         let (a, b) = LISTED.split_at(25);
         let out = feed_all(&mut x, &[a, b], &no_delete);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -647,7 +719,7 @@ mod tests {
     #[test]
     fn oversized_tools_list_fails_closed() {
         let mut x = exchange(LIST);
-        assert!(x.on_response_head(Some("text/event-stream"), true));
+        assert!(x.on_response_head(Some("text/event-stream"), true, false));
         let big = format!(
             "data: {{\"jsonrpc\":\"2.0\",\"id\":\"l1\",\"result\":{{\"tools\":[{{\"name\":\"delete_note\",\"description\":\"{}\"}}]}}}}\n\n",
             "x".repeat(MAX_INSPECTED + 10)

@@ -110,6 +110,8 @@ pub struct Message {
     pub name: Option<String>,
     /// `params.arguments` as raw JSON, only when asked for.
     pub arguments: Option<String>,
+    /// `params.cursor` is present: a `tools/list` (or other list) for a later page.
+    pub paged: bool,
 }
 
 impl Message {
@@ -210,6 +212,7 @@ struct Params<'a> {
     uri: Option<&'a [u8]>,
     task_id: Option<&'a [u8]>,
     arguments: Option<&'a [u8]>,
+    cursor: bool,
 }
 
 /// Read one message object at the cursor (the outer error: not JSON; the inner: not
@@ -230,6 +233,7 @@ fn message<'a>(
                         b"uri" => params.uri = Some(v),
                         b"taskId" => params.task_id = Some(v),
                         b"arguments" => params.arguments = Some(v),
+                        b"cursor" => params.cursor = kind(v) != Kind::Null,
                         _ => {}
                     }
                     Ok(())
@@ -296,6 +300,7 @@ fn build(
         },
         method,
         id: parsed_id,
+        paged: params.cursor,
     })
 }
 
@@ -431,10 +436,15 @@ pub fn listed_tools(result: &[u8]) -> Vec<String> {
 /// id is in `ids` keeps only the tools `keep` accepts. Everything else in the message,
 /// `nextCursor` included, is kept. `Ok(None)` when nothing had to change; `Err` when the
 /// message cannot be read for filtering (the caller then fails closed).
+/// Filter the `tools/list` results answering `ids` in a server message: keep the tools for
+/// which `keep(name, definition)` holds, and with `private`, mark a 2026-07-28 result (one
+/// that carries `cacheScope` or `ttlMs`) `"cacheScope": "private"` (SEP-2549: a list filtered
+/// per identity must not be served to anyone else; `ttlMs` is kept). `Ok(None)`: unchanged.
 pub fn filter_tools_lists(
     text: &[u8],
     ids: &[Id],
-    keep: &dyn Fn(&str) -> bool,
+    keep: &dyn Fn(&str, &serde_json::Value) -> bool,
+    private: bool,
 ) -> Result<Option<Vec<u8>>, Unreadable> {
     let mut v: serde_json::Value =
         serde_json::from_slice(without_bom(text)).map_err(|_| Unreadable)?;
@@ -448,14 +458,23 @@ pub fn filter_tools_lists(
         if !matches {
             return;
         }
-        if let Some(tools) = m
-            .get_mut("result")
-            .and_then(|r| r.get_mut("tools"))
-            .and_then(|t| t.as_array_mut())
-        {
+        let Some(result) = m.get_mut("result").and_then(|r| r.as_object_mut()) else {
+            return;
+        };
+        if let Some(tools) = result.get_mut("tools").and_then(|t| t.as_array_mut()) {
             let before = tools.len();
-            tools.retain(|t| t.get("name").and_then(|n| n.as_str()).is_some_and(keep));
+            tools.retain(|t| {
+                t.get("name")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| keep(n, t))
+            });
             changed |= tools.len() != before;
+        }
+        let scoped = result.contains_key("cacheScope") || result.contains_key("ttlMs");
+        if private && scoped && result.get("cacheScope").and_then(|c| c.as_str()) != Some("private")
+        {
+            result.insert("cacheScope".into(), serde_json::Value::from("private"));
+            changed = true;
         }
     };
     match &mut v {
@@ -653,8 +672,8 @@ mod tests {
             listed_tools(r[0].result.unwrap()),
             vec!["echo", "delete_note", "count"]
         );
-        let keep = |n: &str| !n.starts_with("delete_");
-        let out = filter_tools_lists(text, &[Id::Int(4)], &keep)
+        let keep = |n: &str, _: &serde_json::Value| !n.starts_with("delete_");
+        let out = filter_tools_lists(text, &[Id::Int(4)], &keep, false)
             .unwrap()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -668,16 +687,60 @@ mod tests {
         assert_eq!(v["result"]["nextCursor"], "page2");
         assert_eq!(v["id"], 4);
         // another id, or nothing to drop: unchanged
-        assert_eq!(filter_tools_lists(text, &[Id::Int(5)], &keep), Ok(None));
-        assert_eq!(filter_tools_lists(text, &[Id::Int(4)], &|_| true), Ok(None));
+        assert_eq!(
+            filter_tools_lists(text, &[Id::Int(5)], &keep, false),
+            Ok(None)
+        );
+        assert_eq!(
+            filter_tools_lists(text, &[Id::Int(4)], &|_, _| true, false),
+            Ok(None)
+        );
         // unreadable for filtering (serde_json refuses a number no double holds): an error
         assert_eq!(
             filter_tools_lists(
                 br#"{"id":4,"result":{"tools":[]},"x":1e400}"#,
                 &[Id::Int(4)],
-                &keep
+                &keep,
+                false
             ),
             Err(Unreadable)
+        );
+    }
+
+    #[test]
+    fn filtered_lists_are_marked_private() {
+        let keep = |n: &str, _: &serde_json::Value| n != "b";
+        let text = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"b"}],"ttlMs":60000,"cacheScope":"public"}}"#;
+        let out = filter_tools_lists(text, &[Id::Int(1)], &keep, true)
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["cacheScope"], "private");
+        assert_eq!(v["result"]["ttlMs"], 60000, "ttlMs passes unchanged");
+        // Per identity even when this caller lost nothing: still private.
+        let out = filter_tools_lists(text, &[Id::Int(1)], &|_, _| true, true)
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["cacheScope"], "private");
+        // The same for everyone: what the upstream said.
+        let out = filter_tools_lists(text, &[Id::Int(1)], &keep, false)
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["cacheScope"], "public");
+        // A 2025-11-25 result (no caching fields) gets none added.
+        let old = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}"#;
+        assert_eq!(
+            filter_tools_lists(old, &[Id::Int(1)], &|_, _| true, true),
+            Ok(None)
+        );
+        // Already private: unchanged.
+        let p =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"cacheScope":"private","ttlMs":5}}"#;
+        assert_eq!(
+            filter_tools_lists(p, &[Id::Int(1)], &|_, _| true, true),
+            Ok(None)
         );
     }
 

@@ -16,6 +16,8 @@ pub mod exchange;
 pub mod glob;
 pub mod json;
 pub mod jsonrpc;
+pub mod limits;
+pub mod pins;
 pub mod policy;
 pub mod sse;
 
@@ -27,6 +29,10 @@ use std::sync::{Arc, RwLock};
 /// JSON-RPC error code of a tool call the policy refused (implementation-defined server
 /// error range). Documented in the README.
 pub const TOOL_DENIED: i64 = -32003;
+/// JSON-RPC error code of a call to a tool that is not as pinned (`on_change: hide`).
+pub const TOOL_UNPINNED: i64 = -32004;
+/// JSON-RPC error code of a call over a per-identity limit (`tools.limits`).
+pub const TOOL_RATE_LIMITED: i64 = -32005;
 /// JSON-RPC error code of a request whose mirrored headers disagree with its body (MCP
 /// 2026-07-28 `HeaderMismatch`).
 pub const HEADER_MISMATCH: i64 = -32020;
@@ -86,16 +92,118 @@ pub struct EndpointTools {
     /// The policy can deny something (see [`ToolPolicy::in_force`]).
     pub in_force: bool,
     pub labels: ToolLabels,
+    /// Pinned (or first-seen) tool definitions.
+    pub watch: pins::ToolWatch,
+    /// Per-identity call limits.
+    pub limiter: limits::Limiter,
+    /// What the policy lets through depends on who asks (grants, or the grants claim):
+    /// filtered lists are marked `cacheScope: private`.
+    pub per_identity: bool,
 }
 
 impl EndpointTools {
-    pub fn new(policy: ToolPolicy) -> Self {
+    /// `claims_on`: `auth.tool_grants_claim` is set.
+    pub fn new(
+        policy: ToolPolicy,
+        watch: pins::ToolWatch,
+        limiter: limits::Limiter,
+        claims_on: bool,
+    ) -> Self {
+        let in_force = policy.in_force();
         EndpointTools {
-            in_force: policy.in_force(),
+            per_identity: in_force && (!policy.grants.is_empty() || claims_on),
+            in_force,
             policy,
             labels: ToolLabels::default(),
+            watch,
+            limiter,
         }
     }
+
+    /// Whether POST bodies must be readable for this endpoint to enforce something.
+    pub fn enforcing(&self) -> bool {
+        self.in_force || self.watch.hides() || !self.limiter.is_empty()
+    }
+
+    /// Whether `tools/list` results are rewritten.
+    pub fn filters_lists(&self) -> bool {
+        self.in_force || self.watch.hides()
+    }
+}
+
+/// Check every `tools/call` of a POST against the pins (`hide`) and the limits of the
+/// endpoint. A refused call refuses the whole POST, as the policy does: the answer names
+/// the refused tool for every request in it. `who`: the identity limits count under.
+pub fn guard(
+    inbound: &Inbound,
+    tools: &EndpointTools,
+    caller: &Caller<'_>,
+    who: &str,
+    now: std::time::Instant,
+) -> Option<(Option<serde_json::Value>, exchange::Outcome)> {
+    let calls = || {
+        inbound
+            .messages
+            .iter()
+            .filter(|m| m.kind != MessageKind::Response)
+            .filter_map(|m| m.tool())
+    };
+    let mut refusal: Option<(String, i64, String, exchange::Outcome, serde_json::Value)> = None;
+    for tool in calls() {
+        if let Some(why) = tools.watch.refuses_call(tool) {
+            refusal = Some((
+                tool.to_string(),
+                TOOL_UNPINNED,
+                pins::unpinned_message(tool, why),
+                exchange::Outcome::Unpinned,
+                serde_json::json!({"reason": "unpinned", "tool": tool, "change": why.as_str()}),
+            ));
+            break;
+        }
+    }
+    if refusal.is_none() && !tools.limiter.is_empty() {
+        for tool in calls() {
+            if let Err(over) = tools.limiter.take(tool, caller, who, now) {
+                refusal = Some((
+                    tool.to_string(),
+                    TOOL_RATE_LIMITED,
+                    limits::over_budget_message(tool, &over),
+                    exchange::Outcome::RateLimited,
+                    serde_json::json!({
+                        "reason": "rate_limited",
+                        "tool": tool,
+                        "per_minute": over.per_minute,
+                        "retry_after_seconds": over.retry_after.as_secs_f64().ceil(),
+                    }),
+                ));
+                break;
+            }
+        }
+    }
+    let (tool, code, message, outcome, data) = refusal?;
+    let answers: Vec<serde_json::Value> = inbound
+        .messages
+        .iter()
+        .filter_map(|m| {
+            let id = m.id.as_ref().filter(|_| m.kind == MessageKind::Request)?;
+            Some(if m.tool() == Some(tool.as_str()) {
+                error(id, code, message.clone(), data.clone())
+            } else {
+                error(
+                    id,
+                    code,
+                    format!("not sent: the batch also calls `{tool}`: {message}"),
+                    data.clone(),
+                )
+            })
+        })
+        .collect();
+    let answer = match (inbound.batch, answers.len()) {
+        (_, 0) => None,
+        (false, _) => answers.into_iter().next(),
+        (true, _) => Some(serde_json::Value::Array(answers)),
+    };
+    Some((answer, outcome))
 }
 
 /// What the policy says about one POST.

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub userinfo: IntCounterVec,
     pub proxy_protocol_refused: IntCounterVec,
     pub oauth: OauthMetrics,
+    /// `tailbridge_mcp_tool_changes_total{endpoint, tool, change}`.
+    pub tool_changes: IntCounterVec,
 }
 
 /// The OAuth broker's counters (`auth.broker`).
@@ -392,6 +394,16 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::FEATURES])
             .set(1);
         let oauth = OauthMetrics::new(&registry)?;
+        let tool_changes = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_mcp_tool_changes_total",
+                "Tool definitions in tools/list answers that differ from their pin (or from the \
+                 first definition seen), counted once per new definition, by endpoint, tool and \
+                 change: changed, added or removed.",
+            ),
+            &["endpoint", "tool", "change"],
+        )?;
+        registry.register(Box::new(tool_changes.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -422,6 +434,7 @@ impl Metrics {
             userinfo,
             proxy_protocol_refused,
             oauth,
+            tool_changes,
         })
     }
 

@@ -36,6 +36,8 @@ pub enum McpRefusal {
     ToolDenied,
     HeaderMismatch,
     Unreadable,
+    Unpinned,
+    RateLimited,
 }
 
 impl McpRefusal {
@@ -44,6 +46,8 @@ impl McpRefusal {
             McpRefusal::ToolDenied => "tool_denied",
             McpRefusal::HeaderMismatch => "header_mismatch",
             McpRefusal::Unreadable => "unreadable_body",
+            McpRefusal::Unpinned => "tool_unpinned",
+            McpRefusal::RateLimited => "tool_rate_limited",
         }
     }
 }
@@ -121,7 +125,7 @@ impl Bridge {
         }
         let i = ctx.endpoint?;
         let tools = &self.routes[i].tools;
-        let enforce = tools.in_force;
+        let enforce = tools.enforcing();
         let declared =
             header_str(session, &CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
         let encoded = header_str(session, &CONTENT_ENCODING)
@@ -202,7 +206,7 @@ impl Bridge {
                 );
             }
         }
-        let judgement = if enforce {
+        let judgement = if tools.in_force {
             layer::judge(
                 &inbound,
                 &tools.policy,
@@ -212,6 +216,32 @@ impl Bridge {
         } else {
             Judgement::Forward
         };
+        if matches!(judgement, Judgement::Forward)
+            && (tools.watch.hides() || !tools.limiter.is_empty())
+        {
+            let who =
+                crate::mcp::limits::identity(&caller(&ctx.principal), super::client_ip(session));
+            if let Some((answer, outcome)) = layer::guard(
+                &inbound,
+                tools,
+                &caller(&ctx.principal),
+                &who,
+                Instant::now(),
+            ) {
+                let mut x = Exchange::new(inbound, ctx.started);
+                x.calls.iter_mut().for_each(|c| c.outcome = Some(outcome));
+                ctx.mcp = Some(x);
+                let why = match outcome {
+                    Outcome::Unpinned => McpRefusal::Unpinned,
+                    _ => McpRefusal::RateLimited,
+                };
+                let status = if answer.is_some() { 200 } else { 202 };
+                return Some(
+                    self.answer(session, ctx, status, answer.as_ref(), why)
+                        .await,
+                );
+            }
+        }
         let mut x = Exchange::new(inbound, ctx.started);
         match judgement {
             Judgement::Forward => {
@@ -283,7 +313,9 @@ impl Bridge {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &Ctx,
     ) -> pingora::Result<()> {
-        let enforce = ctx.endpoint.is_some_and(|i| self.routes[i].tools.in_force);
+        let enforce = ctx
+            .endpoint
+            .is_some_and(|i| self.routes[i].tools.filters_lists());
         if enforce && ctx.mcp.is_some() {
             upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
@@ -301,7 +333,9 @@ impl Bridge {
         let (Some(x), Some(i)) = (ctx.mcp.as_mut(), ctx.endpoint) else {
             return Ok(());
         };
-        let filter = self.routes[i].tools.in_force && x.lists_tools();
+        let tools = &self.routes[i].tools;
+        let filter = tools.filters_lists() && x.lists_tools();
+        let private = tools.per_identity;
         let encoded = resp
             .headers
             .get(http::header::CONTENT_ENCODING)
@@ -313,13 +347,13 @@ impl Bridge {
             .and_then(|v| v.to_str().ok());
         let rewrite = if filter && encoded {
             // A compressed list cannot be filtered: it is replaced by an error (fail closed).
-            x.on_response_head(Some("application/json"), true);
+            x.on_response_head(Some("application/json"), true, private);
             x.force_filter_failure();
             resp.remove_header(&http::header::CONTENT_ENCODING);
             resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
             true
         } else {
-            x.on_response_head(content_type, filter)
+            x.on_response_head(content_type, filter, private)
         };
         if rewrite {
             resp.remove_header(&http::header::CONTENT_LENGTH);
@@ -338,12 +372,59 @@ impl Bridge {
         let route = &self.routes[i];
         let (scope, caller) = (self.scope(i), caller(&ctx.principal));
         let policy = &route.tools.policy;
-        let keep = |t: &str| policy.allows(scope, t, &caller);
+        let watch = &route.tools.watch;
+        let keep = |t: &str, def: &serde_json::Value| {
+            policy.allows(scope, t, &caller) && !watch.hidden_definition(def)
+        };
         if let Some(new) = x.on_body(body.as_ref(), end, Instant::now(), &keep) {
             *body = Some(new);
         }
         if !x.listed.is_empty() {
             route.tools.labels.learn(&std::mem::take(&mut x.listed));
+        }
+        for (result, paged) in std::mem::take(&mut x.list_pages) {
+            self.check_tool_list(i, &result, paged);
+        }
+    }
+
+    /// Compare one `tools/list` page with the endpoint's pins (after its bytes went on, so
+    /// no event waits for it but the one that carried it); count and log what is new.
+    fn check_tool_list(&self, i: usize, result: &[u8], paged: bool) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(result) else {
+            return;
+        };
+        let route = &self.routes[i];
+        let (tools, more) = crate::mcp::pins::page(&v);
+        let findings = route.tools.watch.check(tools, !paged && !more);
+        for f in findings {
+            let label = route.tools.labels.label(Some(&f.tool));
+            self.metrics
+                .tool_changes
+                .with_label_values(&[route.ep.name.as_str(), &label, f.change.as_str()])
+                .inc();
+            let reference = if route.tools.watch.is_pinned() {
+                "its pin"
+            } else {
+                "the first definition seen"
+            };
+            let hidden =
+                if route.tools.watch.hides() && f.change != crate::mcp::pins::Change::Removed {
+                    "; hidden, and calls to it are refused"
+                } else {
+                    ""
+                };
+            log::warn!(
+                "endpoint {}: tool {:?} {} ({} differs from {reference}{hidden}){}",
+                route.ep.name,
+                f.tool,
+                f.change.as_str(),
+                f.pin.as_deref().unwrap_or("-"),
+                if route.tools.watch.is_pinned() {
+                    "; review it, then re-pin: tailbridge tools pin"
+                } else {
+                    ""
+                }
+            );
         }
     }
 

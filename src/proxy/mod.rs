@@ -119,6 +119,12 @@ pub enum BuildError {
     Authority { index: usize },
     #[error("auth.issuer: the host is not usable in a Host header")]
     IdpAuthority,
+    #[error("endpoints[{index}].tools.pinned: {source}")]
+    Pins {
+        index: usize,
+        #[source]
+        source: crate::mcp::pins::PinFileError,
+    },
     #[error("endpoints[{index}].upstream_token: {source}")]
     UpstreamToken {
         index: usize,
@@ -170,7 +176,7 @@ impl Bridge {
                     .clone()
                     .unwrap_or_else(|| config.server.allowed_client_cidrs.clone()),
                 watch,
-                tools: crate::mcp::EndpointTools::new(ep.tools.clone()),
+                tools: endpoint_tools(ep, index, auth.as_deref())?,
                 ep: ep.clone(),
             });
         }
@@ -215,6 +221,7 @@ impl Bridge {
                     },
                     tls_verify: true,
                     tools: crate::mcp::policy::ToolPolicy::default(),
+                    guard: Default::default(),
                     allowed_client_cidrs: None,
                 };
                 (
@@ -461,6 +468,43 @@ impl Bridge {
         }
         Ok(())
     }
+}
+
+/// The MCP layer of one endpoint: its policy, its pins (read from `tools.pinned` now, so
+/// a missing or edited pin file stops start-up) and its limits.
+fn endpoint_tools(
+    ep: &Endpoint,
+    index: usize,
+    auth: Option<&AuthRuntime>,
+) -> Result<crate::mcp::EndpointTools, BuildError> {
+    use crate::mcp::pins::{PinFile, ToolWatch};
+    let watch = match &ep.guard.pinned {
+        Some(path) => {
+            let err = |source| BuildError::Pins { index, source };
+            let file = PinFile::load(path).map_err(err)?;
+            let pins = file.endpoint(path, &ep.name).map_err(err)?;
+            log::info!(
+                "endpoint {}: {} tool(s) pinned from {} (on_change: {:?})",
+                ep.name,
+                pins.tools.len(),
+                path.display(),
+                ep.guard.on_change
+            );
+            ToolWatch::new(Some(pins), ep.guard.on_change)
+        }
+        None => ToolWatch::new(None, ep.guard.on_change),
+    };
+    let pinned_names = watch.pinned_names();
+    let claims_on = auth.is_some_and(|a| a.cfg.tool_grants_claim.is_some());
+    let tools = crate::mcp::EndpointTools::new(
+        ep.tools.clone(),
+        watch,
+        crate::mcp::limits::Limiter::new(ep.guard.limits.clone()),
+        claims_on,
+    );
+    // Pinned tools are metric labels from the start (a removed one is never listed again).
+    tools.labels.learn(&pinned_names);
+    Ok(tools)
 }
 
 /// Build the pooled peer of one endpoint: its own pool (group key), SNI and `Host` from the

@@ -434,7 +434,9 @@ async fn access_tokens_are_bound_and_sealed() {
         Err(AuthError::WrongAudience)
     );
     // Tampered, of another kind, expired.
-    let tampered = format!("{}A", &at[..at.len() - 1]);
+    // Another last character (never the same one: that would be the token itself).
+    let last = if at.ends_with('A') { 'B' } else { 'A' };
+    let tampered = format!("{}{last}", &at[..at.len() - 1]);
     assert_eq!(
         b.verify(&tampered, &format!("{ORIGIN}/mcp/a")),
         Err(AuthError::Inactive)
