@@ -71,6 +71,11 @@ pub enum Command {
         #[arg(long, default_value_t = 9090)]
         admin_port: u16,
     },
+    /// Work with the upstreams' tool definitions.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
     /// Probe a /healthz URL; exit 0 when it answers 200, 1 otherwise.
     Healthcheck {
         /// URL to probe (plain http).
@@ -78,6 +83,23 @@ pub enum Command {
         url: String,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+}
+
+/// `tailbridge tools …`
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// Ask each endpoint's upstream for its whole tool list (through the configured tailnet
+    /// connector, either protocol revision, every page) and print a pin file (JSON) for
+    /// `endpoints[].tools.pinned`: one hash per tool over what the model sees, with the
+    /// definitions beside them for review.
+    Pin {
+        /// Only this endpoint (name or path).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Bound on each request, in seconds.
+        #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
 }
@@ -210,7 +232,49 @@ pub fn start_problems(config: &Config) -> Vec<String> {
             p.push(e.to_string());
         }
     }
+    for (i, ep) in config.endpoints.iter().enumerate() {
+        if let Some(path) = &ep.guard.pinned {
+            let loaded = crate::mcp::pins::PinFile::load(path)
+                .and_then(|f| f.endpoint(path, &ep.name).map(|_| ()));
+            if let Err(e) = loaded {
+                p.push(format!("endpoints[{i}].tools.pinned: {e}"));
+            }
+        }
+    }
     p
+}
+
+/// The pin state of each endpoint, for `check`: pinned tools and what happens on a change,
+/// or trust on first use.
+pub fn pin_summary(config: &Config) -> String {
+    let mut s = String::new();
+    for ep in &config.endpoints {
+        let line = match &ep.guard.pinned {
+            Some(path) => match crate::mcp::pins::PinFile::load(path) {
+                Ok(f) => match f.endpoint(path, &ep.name) {
+                    Ok(pins) => format!(
+                        "{} tool(s) pinned in {} ({}), on change: {}",
+                        pins.tools.len(),
+                        path.display(),
+                        pins.pinned_at.as_deref().unwrap_or("undated"),
+                        match ep.guard.on_change {
+                            crate::mcp::pins::OnChange::Alert => "alert",
+                            crate::mcp::pins::OnChange::Hide => "hide",
+                        }
+                    ),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            },
+            None => "not pinned: the first definition of each tool seen is the reference (trust on first use)".into(),
+        };
+        let limits = match ep.guard.limits.len() {
+            0 => String::new(),
+            n => format!("; {n} call limit(s)"),
+        };
+        s.push_str(&format!("  tools of {}: {line}{limits}\n", ep.name));
+    }
+    s
 }
 
 /// ACME settings that validate but will not work on this host as they stand.

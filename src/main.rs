@@ -17,6 +17,52 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = Cli::parse();
     match args.command {
+        Some(Command::Tools {
+            command: cli::ToolsCommand::Pin { endpoint, timeout },
+        }) => {
+            let cfg = match config::load(&args.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let pinned = rt.block_on(tailbridge::mcp::listing::pin_file(
+                &cfg,
+                endpoint.as_deref(),
+                Duration::from_secs(timeout.max(1)),
+            ));
+            let rendered = pinned.and_then(|(f, notes)| {
+                serde_json::to_string_pretty(&f)
+                    .map(|t| (t, notes))
+                    .map_err(|e| e.to_string())
+            });
+            match rendered {
+                Ok((text, notes)) => {
+                    println!("{text}");
+                    for n in notes {
+                        eprintln!("{n}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Healthcheck { url, timeout }) => {
             match cli::probe(&url, Duration::from_secs(timeout.max(1))) {
                 Ok(200) => ExitCode::SUCCESS,
@@ -96,6 +142,7 @@ fn main() -> ExitCode {
         Some(Command::Check { explain }) => match config::load(&args.config) {
             Ok(cfg) => {
                 print!("{}", cli::summary(&cfg));
+                print!("{}", cli::pin_summary(&cfg));
                 if explain {
                     println!("effective config:\n{cfg:#?}");
                 }

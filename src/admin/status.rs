@@ -239,6 +239,47 @@ pub fn page(config: &Config, health: &Health, metrics: &Metrics) -> String {
             );
         }
     }
+    // Tool definitions that differ from their pins (or first-seen definitions)
+    let mut changes: Vec<(String, String, String, f64)> = f
+        .iter()
+        .filter(|fam| fam.name() == "tailbridge_mcp_tool_changes_total")
+        .flat_map(|fam| fam.get_metric().iter())
+        .filter(|m| m.get_counter().get_value() > 0.0)
+        .map(|m| {
+            let l = |n: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|x| x.name() == n)
+                    .map(|x| x.value().to_string())
+                    .unwrap_or_default()
+            };
+            (
+                l("endpoint"),
+                l("tool"),
+                l("change"),
+                m.get_counter().get_value(),
+            )
+        })
+        .collect();
+    changes.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+    h.push_str("<h2>Tool definition changes</h2>");
+    if changes.is_empty() {
+        h.push_str(
+            "<p class=muted>None: every listed tool matches its pin (or its first definition).</p>",
+        );
+    } else {
+        h.push_str("<table id=tool-changes><tr><th>endpoint</th><th>tool</th><th>change</th><th>new definitions seen</th></tr>");
+        for (ep, tool, change, n) in &changes {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{n}</td></tr>",
+                esc(ep),
+                esc(tool),
+                esc(change)
+            );
+        }
+        h.push_str("</table><p class=muted>Review each change; if it is wanted, pin again: <code>tailbridge tools pin</code>.</p>");
+    }
     // Refusals
     h.push_str("<h2>Recent refusals</h2>");
     let refusals = health.refusals.snapshot();

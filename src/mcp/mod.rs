@@ -17,6 +17,7 @@ pub mod glob;
 pub mod json;
 pub mod jsonrpc;
 pub mod limits;
+pub mod listing;
 pub mod pins;
 pub mod policy;
 pub mod sse;
