@@ -170,10 +170,45 @@ fn bench_tokens(c: &mut Criterion) {
             client_id: Some("bridge".into()),
         },
     ));
+    c.bench_function(
+        "block_on of a ready future (the line below includes it)",
+        |b| b.iter(|| rt.block_on(async { black_box(1) })),
+    );
     c.bench_function("verify a tsidp token (cached introspection)", |b| {
         b.iter(|| {
             rt.block_on(verifier.verify(black_box(tsidp_token), None, black_box(&url)))
                 .is_ok()
+        })
+    });
+}
+
+/// Pin checks: hashing every tool of a 200-tool `tools/list` answer (what one list costs
+/// with `tools.pinned` or trust on first use), parsing included.
+fn bench_pins(c: &mut Criterion) {
+    use tailbridge::mcp::pins::{page, ToolWatch};
+    let tools: Vec<serde_json::Value> = (0..200)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("tool_{i}"),
+                "title": format!("Tool {i}"),
+                "description": format!("Does thing {i} with the notes of the current user; returns a summary and a list of matching items, at most 50."),
+                "inputSchema": {"type": "object", "properties": {
+                    "query": {"type": "string", "description": "what to look for"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "tags": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["query"]},
+                "annotations": {"readOnlyHint": true, "openWorldHint": false},
+            })
+        })
+        .collect();
+    let result = serde_json::json!({"tools": tools}).to_string();
+    println!("200-tool tools/list result: {} bytes", result.len());
+    let watch = ToolWatch::new(None, Default::default());
+    c.bench_function("pin check of a 200-tool list (parse + hash)", |b| {
+        b.iter(|| {
+            let v: serde_json::Value = serde_json::from_str(black_box(&result)).unwrap_or_default();
+            let (tools, more) = page(&v);
+            watch.check(tools, !more).len()
         })
     });
 }
@@ -183,6 +218,7 @@ criterion_group!(
     bench_router,
     bench_headers,
     bench_mcp,
-    bench_tokens
+    bench_tokens,
+    bench_pins
 );
 criterion_main!(benches);

@@ -393,6 +393,73 @@ async fn endpoint_checks(
         }
     };
     mcp_probe(ep, &client, &name, out).await;
+    if let Some(path) = &ep.guard.pinned {
+        pin_check(ep, path, &client, &name, out).await;
+    }
+}
+
+/// The live tool list against the endpoint's pins: each difference named.
+async fn pin_check(
+    ep: &Endpoint,
+    path: &std::path::Path,
+    client: &reqwest::Client,
+    name: &str,
+    out: &mut Vec<Check>,
+) {
+    use crate::mcp::pins::{compare, PinFile};
+    let check = format!("{name}: pins");
+    let pins = match PinFile::load(path).and_then(|f| f.endpoint(path, &ep.name).cloned()) {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(Check::fail(
+                check,
+                e.to_string(),
+                "pin the endpoint: tailbridge tools pin > pins.json",
+            ));
+            return;
+        }
+    };
+    let (tools, _) = match crate::mcp::listing::list_tools(ep, client).await {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(Check::fail(
+                check,
+                format!("cannot list the tools: {e}"),
+                "see the mcp check above",
+            ));
+            return;
+        }
+    };
+    let reference = pins
+        .tools
+        .iter()
+        .map(|(k, v)| (k.clone(), v.sha256.clone()))
+        .collect();
+    let findings = compare(&tools, &reference, true);
+    if findings.is_empty() {
+        out.push(Check::ok(
+            check,
+            format!(
+                "{} tool(s) match their pins in {}",
+                tools.len(),
+                path.display()
+            ),
+        ));
+        return;
+    }
+    let listed: Vec<String> = findings
+        .iter()
+        .map(|f| format!("{} {}", f.tool, f.change.as_str()))
+        .collect();
+    let hint = match ep.guard.on_change {
+        crate::mcp::pins::OnChange::Hide => "these are hidden from clients: review the upstream's change, then pin again (tailbridge tools pin)",
+        crate::mcp::pins::OnChange::Alert => "clients see these changes: review them, then pin again (tailbridge tools pin)",
+    };
+    out.push(Check::warn(
+        check,
+        format!("differs from {}: {}", path.display(), listed.join(", ")),
+        Some(hint.into()),
+    ));
 }
 
 /// The first JSON-RPC message in a JSON or SSE body.

@@ -235,27 +235,6 @@ impl Caller<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_in_json_and_sse() {
-        assert_eq!(
-            answer_with_id(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#, 3).unwrap()["id"],
-            3
-        );
-        assert!(answer_with_id(r#"{"jsonrpc":"2.0","id":4,"result":{}}"#, 3).is_none());
-        assert_eq!(
-            answer_with_id(r#"[{"jsonrpc":"2.0","id":2,"result":{}},{"jsonrpc":"2.0","id":3,"result":{"x":1}}]"#, 3).unwrap()["result"]["x"],
-            1
-        );
-        let sse = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\ndata: \"id\":3,\"result\":{\"ok\":true}}\n\n";
-        assert_eq!(answer_with_id(sse, 3).unwrap()["result"]["ok"], true);
-        assert!(answer_with_id("not json", 3).is_none());
-    }
-}
-
 /// `tailbridge tools pin`: the pin file for every endpoint of `config` (or the one named
 /// `only`, by name or path), each asked through the configured connector, and one line per
 /// endpoint saying what was pinned. `Err` names the endpoint that failed and why.
@@ -332,4 +311,25 @@ pub async fn pin_file(
         file.endpoints.insert(ep.name.clone(), pins);
     }
     Ok((file, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_in_json_and_sse() {
+        assert_eq!(
+            answer_with_id(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#, 3).unwrap()["id"],
+            3
+        );
+        assert!(answer_with_id(r#"{"jsonrpc":"2.0","id":4,"result":{}}"#, 3).is_none());
+        assert_eq!(
+            answer_with_id(r#"[{"jsonrpc":"2.0","id":2,"result":{}},{"jsonrpc":"2.0","id":3,"result":{"x":1}}]"#, 3).unwrap()["result"]["x"],
+            1
+        );
+        let sse = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\ndata: \"id\":3,\"result\":{\"ok\":true}}\n\n";
+        assert_eq!(answer_with_id(sse, 3).unwrap()["result"]["ok"], true);
+        assert!(answer_with_id("not json", 3).is_none());
+    }
 }

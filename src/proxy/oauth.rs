@@ -591,7 +591,7 @@ impl Bridge {
                 bearer::Presented::Malformed => Err(AuthError::Malformed),
                 bearer::Presented::Token(t) => match &auth.broker {
                     Some(b) if crate::auth::broker::Broker::is_broker_token(t) => {
-                        b.verify(t, &route.public_url).map(std::sync::Arc::new)
+                        b.verify(t, &route.public_url)
                     }
                     _ => {
                         auth.verifier

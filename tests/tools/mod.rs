@@ -50,8 +50,8 @@ async fn pins_client(url: String, upstream: String) -> Value {
 
 /// Pin the SDK server's tools, then run the changing-tool client through a bridge with
 /// `on_change`; the bridge, the client's summary and the upstream's stats.
-async fn sdk_run(on_change: &str) -> (Bridge, Value, Value) {
-    let (_server, port) = start_sdk_server();
+async fn sdk_run(on_change: &str) -> (Bridge, Value, Value, crate::e2e::Node) {
+    let (server, port) = start_sdk_server();
     let target = format!("http://127.0.0.1:{port}/mcp");
     let base = format!("tailnet:\n  mode: direct\nendpoints:\n  - name: sdk\n    path: /mcp/sdk\n    target: {target}\n");
     let (pins, said) = pin(&base);
@@ -77,13 +77,12 @@ async fn sdk_run(on_change: &str) -> (Bridge, Value, Value) {
     let b = Bridge::start("", &body).await;
     let summary = pins_client(b.url("/mcp/sdk"), format!("http://127.0.0.1:{port}")).await;
     let stats = get_json(&format!("http://127.0.0.1:{port}/stats")).await;
-    drop(_server);
-    (b, summary, stats)
+    (b, summary, stats, server)
 }
 
 #[tokio::test]
 async fn hide_keeps_a_changed_tool_out_of_the_list_and_refuses_calls_to_it() {
-    let (b, v, stats) = sdk_run("hide").await;
+    let (b, v, stats, _server) = sdk_run("hide").await;
     assert_eq!(v["first"], serde_json::json!(["count", "echo"]), "{v}");
     assert_eq!(
         v["second"],
@@ -125,11 +124,19 @@ async fn hide_keeps_a_changed_tool_out_of_the_list_and_refuses_calls_to_it() {
         .unwrap();
     assert!(page.contains("id=tool-changes"), "{page}");
     assert!(page.contains("<td>echo</td><td>changed</td>"), "{page}");
+    // The doctor compares the live list with the pins and names the difference.
+    let (_, text, checks) = crate::doctor::doctor(&b, &[]);
+    let pins = crate::doctor::named(&checks, "endpoint sdk: pins");
+    assert_eq!(pins[0]["status"], "warning", "{text}");
+    assert!(
+        pins[0]["detail"].as_str().unwrap().contains("echo changed"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn alert_lists_and_counts_a_changed_tool_but_hides_nothing() {
-    let (b, v, stats) = sdk_run("alert").await;
+    let (b, v, stats, _server) = sdk_run("alert").await;
     assert_eq!(v["second"], serde_json::json!(["count", "echo"]), "{v}");
     assert!(
         v["secondEcho"]

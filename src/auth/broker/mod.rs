@@ -223,6 +223,21 @@ struct Refresh {
     e: u64,
 }
 
+/// How many trailing characters of an access token key the verified-token cache: the
+/// base64 of the AEAD tag (16 bytes), unique per token.
+const VERIFIED_KEY_CHARS: usize = 22;
+/// Verified access tokens remembered at most.
+const VERIFIED_CAPACITY: u64 = 10_000;
+
+/// An access token already opened.
+#[derive(Debug)]
+struct Verified {
+    token: Box<str>,
+    exp: u64,
+    resource: String,
+    principal: Arc<Principal>,
+}
+
 /// A client the broker serves.
 #[derive(Debug, Clone)]
 pub enum Client {
@@ -303,6 +318,7 @@ pub struct Broker {
     resources: Vec<Resource>,
     used_codes: moka::sync::Cache<String, ()>,
     refreshes: moka::future::Cache<[u8; 32], RefreshAnswer>,
+    verified: moka::sync::Cache<String, Arc<Verified>>,
     dcr: KeyedLimiter,
     callbacks: KeyedLimiter,
     exchanges: tokio::sync::Semaphore,
@@ -461,6 +477,7 @@ impl Broker {
                 .max_capacity(REFRESH_CAPACITY)
                 .time_to_live(cfg.refresh_reuse_window)
                 .build(),
+            verified: verified_cache(),
             dcr: KeyedLimiter::new(f64::from(cfg.dcr_per_minute) / 60.0, cfg.dcr_per_minute),
             callbacks: KeyedLimiter::new(
                 f64::from(CALLBACKS_PER_MINUTE) / 60.0,
@@ -531,6 +548,7 @@ impl Broker {
             refreshes: moka::future::Cache::builder()
                 .time_to_live(cfg.refresh_reuse_window)
                 .build(),
+            verified: verified_cache(),
             dcr: KeyedLimiter::new(3.0 / 60.0, 3),
             callbacks: KeyedLimiter::new(1.0, 20),
             exchanges: tokio::sync::Semaphore::new(4),
@@ -1819,26 +1837,49 @@ impl Broker {
 
     /// Verify a broker access token for the endpoint at `endpoint_url`. Pure apart from the
     /// clock: no I/O.
-    pub fn verify(&self, token: &str, endpoint_url: &str) -> Result<Principal, AuthError> {
-        let a: Access = self
-            .open(Kind::AccessToken, token)
-            .ok_or(AuthError::Inactive)?;
-        if a.e <= now() {
+    ///
+    /// A token opened once is remembered (keyed by its last characters, the AEAD tag, and
+    /// compared whole on a hit), so the next request pays a lookup instead of the decryption
+    /// and the principal's construction. Expiry, resource and client are checked every time.
+    pub fn verify(&self, token: &str, endpoint_url: &str) -> Result<Arc<Principal>, AuthError> {
+        let key = token
+            .get(token.len().saturating_sub(VERIFIED_KEY_CHARS)..)
+            .unwrap_or(token);
+        let v = match self.verified.get(key).filter(|v| &*v.token == token) {
+            Some(v) => v,
+            None => {
+                let a: Access = self
+                    .open(Kind::AccessToken, token)
+                    .ok_or(AuthError::Inactive)?;
+                let grants = match &a.g {
+                    Some(g) => crate::mcp::policy::parse_claim(Some(g)),
+                    None => Vec::new(),
+                };
+                let v = Arc::new(Verified {
+                    token: token.into(),
+                    exp: a.e,
+                    resource: a.r,
+                    principal: Arc::new(Principal::new(a.s, a.u, Some(a.c), grants)),
+                });
+                if v.exp > now() {
+                    self.verified.insert(key.to_string(), v.clone());
+                }
+                v
+            }
+        };
+        if v.exp <= now() {
             return Err(AuthError::Expired);
         }
-        if (a.r != self.origin || self.endpoint_resources_only)
-            && a.r != normalise_url(endpoint_url)
+        if (v.resource != self.origin || self.endpoint_resources_only)
+            && v.resource != normalise_url(endpoint_url)
         {
             return Err(AuthError::WrongAudience);
         }
-        if !self.allowed_clients.is_empty() && !self.allowed_clients.contains(&a.c) {
+        let client = v.principal.client_id.as_deref().unwrap_or_default();
+        if !self.allowed_clients.is_empty() && !self.allowed_clients.iter().any(|c| c == client) {
             return Err(AuthError::ClientNotAllowed);
         }
-        let grants = match &a.g {
-            Some(g) => crate::mcp::policy::parse_claim(Some(g)),
-            None => Vec::new(),
-        };
-        Ok(Principal::new(a.s, a.u, Some(a.c), grants))
+        Ok(v.principal.clone())
     }
 
     /// Seal an access token with these claims (benches and tests; `/token` mints its own).
@@ -1859,6 +1900,15 @@ pub enum ClientError {
     Invalid(String),
     /// Its metadata document cannot be had now (network, its server, the fetch budget).
     Unavailable(String),
+}
+
+/// The verified-token cache: bounded, and no entry outlives five minutes (expiry is also
+/// checked on every hit).
+fn verified_cache() -> moka::sync::Cache<String, Arc<Verified>> {
+    moka::sync::Cache::builder()
+        .max_capacity(VERIFIED_CAPACITY)
+        .time_to_live(Duration::from_secs(300))
+        .build()
 }
 
 fn outcome_of(code: &str) -> &'static str {

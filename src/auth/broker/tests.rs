@@ -441,6 +441,21 @@ async fn access_tokens_are_bound_and_sealed() {
         b.verify(&tampered, &format!("{ORIGIN}/mcp/a")),
         Err(AuthError::Inactive)
     );
+    // Verified once, remembered: a token that shares the remembered tail but not the rest
+    // is not taken for it.
+    assert!(b.verify(at, &format!("{ORIGIN}/mcp/a")).is_ok());
+    let tail = &at[at.len() - 22..];
+    let forged = format!("{}{tail}", &at[..at.len() - 30].replacen('_', "-", 1));
+    assert_ne!(forged, at);
+    assert_eq!(
+        b.verify(&forged, &format!("{ORIGIN}/mcp/a")),
+        Err(AuthError::Inactive)
+    );
+    assert_eq!(
+        b.verify(at, &format!("{ORIGIN}/mcp/b")),
+        Err(AuthError::WrongAudience),
+        "a remembered token is still checked against the endpoint"
+    );
     let rt = v["refresh_token"].as_str().unwrap();
     assert_eq!(
         b.verify(rt, &format!("{ORIGIN}/mcp/a")),
