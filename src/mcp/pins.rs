@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::{Mutex, RwLock};
 
 /// The members of a tool definition the model sees, and so the only ones hashed.
@@ -34,55 +35,63 @@ const MAX_SEEN: usize = 4096;
 
 /// Write `v` in canonical form. Pure.
 pub fn canonical(v: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
+    let mut out = Vec::new();
+    let _ = write_canonical(v, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Canonical JSON of `v` into `w` (a buffer, or straight into a hash).
+fn write_canonical<W: std::io::Write>(v: &Value, w: &mut W) -> std::io::Result<()> {
     match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+        Value::Null => w.write_all(b"null"),
+        Value::Bool(b) => w.write_all(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => write_number(n, w),
+        Value::String(s) => serde_json::to_writer(&mut *w, s).map_err(std::io::Error::other),
         Value::Array(a) => {
-            out.push('[');
+            w.write_all(b"[")?;
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    w.write_all(b",")?;
                 }
-                write_canonical(x, out);
+                write_canonical(x, w)?;
             }
-            out.push(']');
+            w.write_all(b"]")
         }
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
+            if !keys.iter().all(|k| k.is_ascii()) {
+                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            } else {
+                // For ASCII, UTF-16 order is byte order.
+                keys.sort_unstable();
+            }
+            w.write_all(b"{")?;
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    w.write_all(b",")?;
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&m[k], out);
+                serde_json::to_writer(&mut *w, k).map_err(std::io::Error::other)?;
+                w.write_all(b":")?;
+                write_canonical(&m[k], w)?;
             }
-            out.push('}');
+            w.write_all(b"}")
         }
     }
 }
 
-fn write_number(n: &serde_json::Number, out: &mut String) {
+fn write_number<W: std::io::Write>(n: &serde_json::Number, w: &mut W) -> std::io::Result<()> {
     if let Some(i) = n.as_i64() {
-        let _ = write!(out, "{i}");
+        write!(w, "{i}")
     } else if let Some(u) = n.as_u64() {
-        let _ = write!(out, "{u}");
+        write!(w, "{u}")
     } else if let Some(f) = n.as_f64() {
         if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
-            let _ = write!(out, "{}", f as i64);
+            write!(w, "{}", f as i64)
         } else {
-            let _ = write!(out, "{f}");
+            write!(w, "{f}")
         }
+    } else {
+        Ok(())
     }
 }
 
@@ -99,9 +108,38 @@ pub fn hashed_part(tool: &Value) -> Value {
     Value::Object(m)
 }
 
-/// The pin of a tool definition: `sha256:<hex>` of the canonical form of its hashed part.
+/// [`HASHED_MEMBERS`] in canonical (byte) order.
+const HASHED_SORTED: [&str; 6] = [
+    "annotations",
+    "description",
+    "inputSchema",
+    "name",
+    "outputSchema",
+    "title",
+];
+
+/// The pin of a tool definition: `sha256:<hex>` of the canonical form of its hashed part
+/// (written straight into the hash, nothing copied).
 pub fn pin_of(tool: &Value) -> String {
-    let digest = Sha256::digest(canonical(&hashed_part(tool)).as_bytes());
+    let mut h = Sha256::new();
+    let _ = (|| -> std::io::Result<()> {
+        h.write_all(b"{")?;
+        let mut first = true;
+        if let Some(obj) = tool.as_object() {
+            for k in HASHED_SORTED {
+                if let Some(v) = obj.get(k) {
+                    if !first {
+                        h.write_all(b",")?;
+                    }
+                    first = false;
+                    write!(h, "\"{k}\":")?;
+                    write_canonical(v, &mut h)?;
+                }
+            }
+        }
+        h.write_all(b"}")
+    })();
+    let digest = h.finalize();
     let mut s = String::with_capacity(71);
     s.push_str("sha256:");
     for b in digest {
@@ -550,6 +588,13 @@ mod tests {
             assert_ne!(pin_of(&t), pin_of(&m), "{member}");
         }
         assert!(pin_of(&t).starts_with("sha256:"));
+        // Streamed into the hash, the same as hashing the canonical text of the hashed part.
+        let text = canonical(&hashed_part(&t));
+        let want: String = Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(pin_of(&t), format!("sha256:{want}"));
         assert_eq!(pin_of(&t).len(), 71);
     }
 
