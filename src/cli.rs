@@ -144,10 +144,25 @@ pub fn summary(config: &Config) -> String {
     }
     s.push('\n');
     match &config.auth {
-        Some(a) => s.push_str(&format!(
-            "auth    introspection at {} (issuer {})\n",
-            a.introspection_url, a.issuer
-        )),
+        Some(a) => {
+            s.push_str(&format!(
+                "auth    introspection at {} (issuer {})\n",
+                a.introspection_url, a.issuer
+            ));
+            if let Some(b) = &a.broker {
+                s.push_str(&format!(
+                    "broker  on: authorization server at {o}, callback {o}/oauth/callback, key {}, access tokens {}s, {} pinned CIMD client(s)\n",
+                    b.key_files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    b.access_token_ttl.as_secs(),
+                    b.cimd.pinned.len(),
+                    o = a.public_origin,
+                ));
+            }
+        }
         None => s.push_str("auth    off (authless)\n"),
     }
     if config.server.allowed_origins.is_empty() {

@@ -197,7 +197,7 @@ async fn sdk_client_registers_as_a_public_client_consents_in_chromium_and_refres
         .unwrap();
     assert!(page.contains("<h2>OAuth broker</h2>"), "{page}");
     assert!(
-        page.contains("<td>granted</td><td>alice@example.com</td>"),
+        page.contains("<td>granted</td><td>alice@example.com</td><td>Broker E2E (registered tbc_"),
         "{page}"
     );
 }

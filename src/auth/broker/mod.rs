@@ -600,9 +600,21 @@ impl Broker {
             at: SystemTime::now(),
             what: what.to_string(),
             user: user.unwrap_or("-").to_string(),
-            client: client.chars().take(120).collect(),
+            client: self.client_label(client),
             resource: resource.to_string(),
         });
+    }
+
+    /// How the status page names a client: a registered one by its name (its id is a
+    /// sealed blob), a CIMD one by its URL, anything else as given (cut).
+    fn client_label(&self, id: &str) -> String {
+        if id.starts_with(Kind::ClientId.prefix()) {
+            return match self.open::<Registration>(Kind::ClientId, id) {
+                Some(r) => format!("{} (registered {})", r.n, &id[..id.len().min(12)]),
+                None => "a client id this bridge did not issue".into(),
+            };
+        }
+        id.chars().take(120).collect()
     }
 
     fn seal<T: Serialize>(&self, kind: Kind, v: &T) -> Option<String> {

@@ -19,7 +19,7 @@ pub const PAGE_HEADERS: &[(&str, &str)] = &[
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:3em auto;padding:0 1em;color:#222}\
 h1{font-size:1.4em}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em}dt{color:#555}\
-dd{margin:0;word-break:break-all}.warn{background:#fff4e5;border-left:4px solid #e69500;padding:.5em 1em}\
+dd{margin:0;overflow-wrap:anywhere}.warn{background:#fff4e5;border-left:4px solid #e69500;padding:.5em 1em}\
 button{font-size:1em;padding:.5em 1.5em;margin-right:1em;cursor:pointer}button[value=allow]{background:#0a6;color:#fff;border:0}";
 
 /// What the consent page shows and carries.
