@@ -459,6 +459,81 @@ async fn registration_when_enabled_is_restricted_and_rate_limited() {
     assert_eq!(idp.state.register_calls.load(Ordering::SeqCst), 2);
 }
 
+/// A proxied registration asking for a public client is registered as client_secret_post
+/// (tsidp would store a public client that can never get a token).
+#[tokio::test]
+async fn a_public_client_registration_is_registered_with_a_secret() {
+    let (idp, up) = (Idp::start().await, Upstream::start().await);
+    let extra = "  registration:\n    enabled: true\n    allowed_redirect_uris: [\"http://127.0.0.1/callback\"]\n";
+    let b = bridge(&idp, &up, extra).await;
+    let public = serde_json::json!({
+        "redirect_uris": ["http://127.0.0.1:53682/callback/b1946ac9"],
+        "token_endpoint_auth_method": "none",
+        "client_name": "cli",
+    });
+    let r = client()
+        .post(b.url("/register"))
+        .json(&public)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "a loopback callback on any port, under the listed path"
+    );
+    let (_, body) = idp
+        .state
+        .last_token_request
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        sent["token_endpoint_auth_method"], "client_secret_post",
+        "{sent}"
+    );
+    assert_eq!(sent["client_name"], "cli");
+}
+
+/// With registration off, /register says so and names the fix; HEAD on a protected
+/// endpoint gets the 401 challenge, not 405.
+#[tokio::test]
+async fn register_off_says_how_and_head_gets_the_challenge() {
+    let (idp, up) = (Idp::start().await, Upstream::start().await);
+    let b = bridge(&idp, &up, "").await;
+    let r = client()
+        .post(b.url("/register"))
+        .json(&serde_json::json!({"redirect_uris": ["https://claude.ai/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "registration_disabled");
+    let why = v["error_description"].as_str().unwrap();
+    assert!(
+        why.contains("auth.broker") && why.contains("auth.registration"),
+        "{why}"
+    );
+    let r = client().head(b.url("/mcp/a")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer resource_metadata="));
+    // With a valid token, HEAD is still not a method MCP endpoints serve.
+    idp.grant("tok-head", "1001", &["https://mcp.example.com"], 300);
+    let r = client()
+        .head(b.url("/mcp/a"))
+        .bearer_auth("tok-head")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}
+
 #[tokio::test]
 async fn random_token_flood_stays_within_caps() {
     let (idp, up) = (Idp::start().await, Upstream::start().await);

@@ -21,7 +21,16 @@ struct Setup {
 /// oidc-provider as tsidp with the bridge's own confidential client, the SDK server, and a
 /// bridge with the broker on. `broker_extra`: YAML lines added under `auth.broker`.
 async fn setup(broker_extra: &str) -> Setup {
-    let port = free_port();
+    setup_with(
+        broker_extra,
+        free_port(),
+        &temp_dir("broker-key").join("broker.key"),
+    )
+    .await
+}
+
+/// `setup` on a given port with a given key file (fleets and restarts).
+async fn setup_with(broker_extra: &str, port: u16, key: &std::path::Path) -> Setup {
     let clients = json!([
         {"client_id": "bridge", "client_secret": "bridge-secret",
          "redirect_uris": [format!("http://127.0.0.1:{port}/oauth/callback")]},
@@ -29,7 +38,6 @@ async fn setup(broker_extra: &str) -> Setup {
     let (idp, idp_port) = start_node("idp.mjs", &[("CLIENTS", &clients.to_string())]);
     let (server, upstream_port) = start_sdk_server();
     let issuer = format!("http://127.0.0.1:{idp_port}");
-    let key = temp_dir("broker-key").join("broker.key");
     let body = format!(
         concat!(
             "tailnet:\n  mode: direct\n",
@@ -349,4 +357,93 @@ async fn a_fetched_client_id_metadata_document_over_tls_and_the_private_address_
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// An `initialize` POST with a bearer token; the status.
+async fn mcp_status(url: &str, token: &str) -> u16 {
+    client()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Tokens are checked without shared storage: a second instance with the same key (the
+/// same public URL, as behind a balancer) and a restarted instance accept them; a refresh
+/// with a refresh token tsidp already used up is `invalid_grant`.
+#[tokio::test]
+async fn tokens_work_on_another_instance_and_after_a_restart_and_a_spent_refresh_is_invalid_grant()
+{
+    let key = temp_dir("broker-fleet").join("broker.key");
+    let port = free_port();
+    let a = setup_with("    refresh_reuse_window: 1s\n", port, &key).await;
+    let v = broker_client(a.bridge.url("/mcp/sdk"), "dcr".into(), "allow")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nbridge log:\n{}", a.bridge.stderr()));
+    let token = v["accessToken"].as_str().unwrap().to_string();
+    assert_eq!(mcp_status(&a.bridge.url("/mcp/sdk"), &token).await, 200);
+    // Another instance: same key file, same public URL, its own port.
+    let body = std::fs::read_to_string(a.bridge.dir.join("config.yaml")).unwrap();
+    let endpoints = &body[body.find("tailnet:").unwrap()..];
+    let b2 = Bridge::start_with_env(
+        &format!("  public_url: http://127.0.0.1:{port}\n"),
+        endpoints,
+        &[("TB_BROKER_SECRET", "bridge-secret")],
+    )
+    .await;
+    assert_eq!(
+        mcp_status(&b2.url("/mcp/sdk"), &token).await,
+        200,
+        "{}",
+        b2.stderr()
+    );
+    // The client id registered at the first instance works at the second.
+    let client_id = v["clientId"].as_str().unwrap();
+    let q = format!(
+        "response_type=code&client_id={client_id}&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+    );
+    let r = client()
+        .get(b2.url(&format!("/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    // The refresh token the client already used: past the reuse window, tsidp refuses it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let r = client()
+        .post(a.bridge.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", v["usedRefreshToken"].as_str().unwrap()),
+            ("client_id", client_id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_grant", "{e}");
+    wait_for_metrics(
+        &a.bridge,
+        &["tailbridge_oauth_tokens_total{grant=\"refresh_token\",outcome=\"invalid_grant\"} 1"],
+    )
+    .await;
+    // A restart: the same key file, the token still works.
+    let Setup { bridge, _nodes, .. } = a;
+    drop(bridge);
+    let restarted = Bridge::start_on(
+        port,
+        &format!("  public_url: http://127.0.0.1:{port}\n"),
+        endpoints,
+        &[("TB_BROKER_SECRET", "bridge-secret")],
+    )
+    .await;
+    assert_eq!(mcp_status(&restarted.url("/mcp/sdk"), &token).await, 200);
+    drop(_nodes);
 }

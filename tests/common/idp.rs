@@ -206,6 +206,7 @@ async fn handle(
         }
         "/register" => {
             st.register_calls.fetch_add(1, Ordering::SeqCst);
+            *st.last_token_request.lock().unwrap() = Some((headers, body));
             reply(
                 201,
                 json!({"client_id": "registered", "client_secret": "s"}),

@@ -119,6 +119,10 @@ try {
   summary.concurrentSame = a.access_token === b.access_token && a.refresh_token === b.refresh_token;
   summary.refreshed = a.access_token !== old.access_token;
   provider.saveTokens(a);
+  // For tests that go on with the tokens (another instance, a restart, a refused refresh).
+  summary.accessToken = a.access_token;
+  summary.usedRefreshToken = old.refresh_token;
+  summary.clientId = provider.clientInformation()?.client_id ?? cimdUrl;
   transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
   await session(transport, "after-refresh");
   console.log(JSON.stringify(summary));
