@@ -70,7 +70,7 @@ pub(crate) async fn run_py_client(url: String, mode: &'static str) -> serde_json
 
 /// Audit lines (the JSON after the log prefix) in the bridge's stderr, once there are at
 /// least `n` (they are written in batches, shortly after the answer).
-async fn audit_lines(b: &Bridge, n: usize) -> Vec<serde_json::Value> {
+pub(crate) async fn audit_lines(b: &Bridge, n: usize) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + HANG_GUARD;
     loop {
         let lines: Vec<serde_json::Value> = b

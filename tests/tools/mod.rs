@@ -224,6 +224,21 @@ async fn python_2026_server_pinned_unpinned_tool_hidden_and_limits() {
         ],
     )
     .await;
+    // Both refusals are audited with their outcome (calls: count, delete_note, then the
+    // refused count, after which the second client gives up).
+    let lines = crate::mcp::audit_lines(&b, 3).await;
+    let outcomes: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["tool"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(
+        outcomes.contains(&("delete_note", "unpinned")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("count", "rate_limited")),
+        "{outcomes:?}"
+    );
 }
 
 #[test]
