@@ -70,6 +70,8 @@ pub struct Call {
     pub arguments: Option<String>,
     /// Set once known.
     pub outcome: Option<Outcome>,
+    /// The JSON-RPC error code of an error answer (for traces).
+    pub error_code: Option<i64>,
     /// When the answer passed to the client.
     pub answered_at: Option<Instant>,
     /// Response bytes passed to the client up to and including the answer.
@@ -138,6 +140,7 @@ impl Exchange {
                 },
                 arguments: m.arguments,
                 outcome: None,
+                error_code: None,
                 answered_at: None,
                 bytes_out: 0,
             })
@@ -161,6 +164,7 @@ impl Exchange {
                 tool: None,
                 arguments: None,
                 outcome: None,
+                error_code: None,
                 answered_at: None,
                 bytes_out: 0,
             }],
@@ -407,6 +411,7 @@ impl Exchange {
                 Answer::ToolError => Outcome::ToolError,
                 Answer::Error => Outcome::Error,
             });
+            call.error_code = r.code;
             call.answered_at = Some(now);
             call.bytes_out = out_after;
             if call.is_tools_list() {
