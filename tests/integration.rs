@@ -16,3 +16,4 @@ mod proxy;
 mod reload;
 mod status;
 mod tailnet;
+mod traces;

@@ -5,6 +5,7 @@
 
 use super::ctx::Ctx;
 use super::mcp::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use super::respond::Rejection;
 use super::Bridge;
 use crate::observe::tracing::{route_of_label, Facts, Target};
 use bytes::Bytes;
@@ -113,6 +114,9 @@ impl Bridge {
         let (Some(tracing), Some(t)) = (&self.tracing, ctx.trace.take()) else {
             return;
         };
+        // A client ending its event stream is how streams end, not an error; a call it
+        // left unanswered is still marked (outcome `cancelled`).
+        let refusal = refusal.filter(|r| *r != Rejection::ClientClosed.reason());
         let req = session.req_header();
         let path = req.uri.path();
         let endpoint = ctx.endpoint.map(|i| &self.routes[i].ep);

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn py() -> PathBuf {
+pub(crate) fn py() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/.venv/bin/python");
     assert!(
         p.exists(),
@@ -19,7 +19,7 @@ fn py() -> PathBuf {
     p
 }
 
-fn py_script(name: &str) -> PathBuf {
+pub(crate) fn py_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(name)
