@@ -234,8 +234,11 @@ impl SpanProcessor for Pipeline {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        // Once only: the provider shuts its processors down again when it is dropped.
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
         let flushed = self.flush(timeout);
-        self.closed.store(true, Ordering::Relaxed);
         if flushed {
             Ok(())
         } else {
