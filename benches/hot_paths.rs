@@ -176,7 +176,7 @@ fn bench_tokens(c: &mut Criterion) {
     );
     c.bench_function("verify a tsidp token (cached introspection)", |b| {
         b.iter(|| {
-            rt.block_on(verifier.verify(black_box(tsidp_token), None, black_box(&url)))
+            rt.block_on(verifier.verify(black_box(tsidp_token), None, black_box(&url), None))
                 .is_ok()
         })
     });

@@ -61,8 +61,8 @@ write_auth_script() {
 # ir_per_request N PORT TOKEN CMD...: start CMD under callgrind (instrumentation off), wait for
 # PORT, warm up with 200 requests (pools, caches, metric labels), then count instructions
 # over N sequential keep-alive POSTs of the bench body (with TOKEN as bearer unless "-"),
-# stop CMD and print the instructions per request. Counts are repeatable where wall-clock
-# figures on these machines are not.
+# stop CMD and print the instructions per request (with IR_MALLOCS=1, then the malloc calls
+# per request too). Counts are repeatable where wall-clock figures on these machines are not.
 ir_per_request() {
   local n=$1 p=$2 token=$3; shift 3
   local cg; cg=$(mktemp -u "$W/cg.XXXXXX")
@@ -78,5 +78,10 @@ ir_per_request() {
   # The counts are dumped: no graceful shutdown needed.
   kill -KILL "$vp"; wait "$vp" 2>/dev/null || true
   local total; total=$(cat "$cg".[0-9]* | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
-  echo $(( total / n ))
+  if [ "${IR_MALLOCS:-0}" = 1 ]; then
+    local mallocs; mallocs=$(python3 benches/cg_calls.py malloc "$cg".[0-9]*)
+    echo "$(( total / n )) $(awk -v m="$mallocs" -v n="$n" 'BEGIN { printf "%.1f", m / n }')"
+  else
+    echo $(( total / n ))
+  fi
 }

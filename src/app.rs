@@ -30,6 +30,8 @@ pub enum StartError {
     Tls(String),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    #[error(transparent)]
+    Tracing(#[from] crate::observe::tracing::TracingError),
 }
 
 impl StartError {
@@ -47,6 +49,7 @@ impl StartError {
                 | StartError::Tailnet(crate::tailnet::StartError::Secret(_))
                 | StartError::Tailnet(crate::tailnet::StartError::Config(_))
                 | StartError::Auth(crate::auth::AuthSetupError::Secret(_))
+                | StartError::Tracing(crate::observe::tracing::TracingError::Settings(_))
         )
     }
 }
@@ -90,6 +93,7 @@ struct Drain {
     metrics: Arc<Metrics>,
     connector: Arc<dyn crate::tailnet::Connector>,
     grace: std::time::Duration,
+    tracing: Option<Arc<crate::observe::tracing::Tracing>>,
 }
 
 /// How often the drain watcher looks at the in-flight count.
@@ -123,11 +127,46 @@ impl BackgroundService for Drain {
                     );
                 }
                 self.connector.shutdown();
+                flush_traces(self.tracing.as_deref());
                 std::process::exit(0);
             }
             tokio::time::sleep(DRAIN_POLL).await;
         }
     }
+}
+
+/// Send the spans still queued, within [`crate::observe::tracing::FLUSH_BUDGET`].
+fn flush_traces(tracing: Option<&crate::observe::tracing::Tracing>) {
+    if let Some(t) = tracing {
+        t.shutdown(crate::observe::tracing::FLUSH_BUDGET);
+    }
+}
+
+/// Start tracing when the file or the environment names an OTLP endpoint.
+fn start_tracing(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<Arc<crate::observe::tracing::Tracing>>, StartError> {
+    use crate::observe::tracing::{export::Counters, settings, Tracing};
+    let env = |name: &str| std::env::var(name).ok();
+    let Some(s) = settings::resolve(&config.tracing, &env)
+        .map_err(crate::observe::tracing::TracingError::from)?
+    else {
+        return Ok(None);
+    };
+    for w in &s.warnings {
+        log::warn!("tracing: {w}");
+    }
+    metrics.init_tracing()?;
+    let counters = Counters::new(&metrics.trace_spans_dropped, &metrics.trace_spans_exported);
+    let t = Tracing::start(&s, counters)?;
+    log::info!(
+        "tracing: spans to {} (OTLP/HTTP protobuf), service.name {}, sample ratio {} for new traces",
+        t.target(),
+        s.service_name,
+        s.ratio
+    );
+    Ok(Some(Arc::new(t)))
 }
 
 /// Keeps tsidp's authorization-server metadata fresh (first fetch at start).
@@ -314,14 +353,19 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new()?);
     let connector = crate::tailnet::build(&config)?;
     let health = Arc::new(Health::new(connector.clone(), metrics.clone()));
+    let tracing = start_tracing(&config, &metrics)?;
     let auth = match &config.auth {
-        Some(a) => Some(Arc::new(crate::auth::AuthRuntime::new(
-            a.clone(),
-            connector.as_ref(),
-            metrics.clone(),
-            &config.endpoints,
-            health.oauth.clone(),
-        )?)),
+        Some(a) => {
+            let mut rt = crate::auth::AuthRuntime::new(
+                a.clone(),
+                connector.as_ref(),
+                metrics.clone(),
+                &config.endpoints,
+                health.oauth.clone(),
+            )?;
+            rt.verifier.set_tracing(tracing.clone());
+            Some(Arc::new(rt))
+        }
         None => None,
     };
     let bridge = Bridge::new(
@@ -330,6 +374,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         auth.clone(),
         health.clone(),
         metrics.clone(),
+        tracing.clone(),
     )?;
     let draining = bridge.draining();
 
@@ -485,6 +530,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             metrics: metrics.clone(),
             connector: connector.clone(),
             grace: config.server.grace_period,
+            tracing: tracing.clone(),
         },
     ));
 
@@ -520,7 +566,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         );
     }
     server.run(pingora::server::RunArgs::default());
-    // Pending access and audit lines are written before the process ends.
+    // Pending access and audit lines and spans are written before the process ends.
     crate::observe::lines::flush();
+    flush_traces(tracing.as_deref());
     std::process::exit(0)
 }

@@ -17,3 +17,4 @@ mod reload;
 mod status;
 mod tailnet;
 mod tools;
+mod traces;

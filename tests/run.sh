@@ -38,10 +38,10 @@ if [ ! -d tests/e2e/node_modules/@modelcontextprotocol/sdk ] || [ ! -d tests/e2e
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 VENV=tests/py/.venv
-if ! "$VENV/bin/python" -c 'import mcp.server.mcpserver, mcp.client.client, kubernetes_validate' 2>/dev/null; then
-  echo "== Python venv with the MCP SDK and kubernetes-validate ($VENV)"
+if ! "$VENV/bin/python" -c 'import mcp.server.mcpserver, mcp.client.client, kubernetes_validate, opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+  echo "== Python venv with the MCP SDK, kubernetes-validate and opentelemetry-proto ($VENV)"
   python3 -m venv "$VENV" || { echo "tests/run.sh: cannot create a venv; install it with: sudo apt-get install -y python3-venv" >&2; exit 1; }
-  "$VENV/bin/pip" install -q mcp==2.3.0 kubernetes-validate
+  "$VENV/bin/pip" install -q mcp==2.3.0 kubernetes-validate opentelemetry-proto
 fi
 
 cargo test --all-targets "$@"

@@ -18,6 +18,7 @@ use crate::config::secrets::Secret;
 use crate::config::{AudienceCheck, Auth};
 use crate::mcp::policy::{Caller, ClaimGrant};
 use crate::observe::metrics::Metrics;
+use crate::observe::tracing::{RequestTrace, Tracing};
 use moka::future::Cache;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
@@ -272,6 +273,8 @@ pub struct Verifier {
     seen_active: AtomicBool,
     alarmed_at: std::sync::Mutex<Option<Instant>>,
     metadata: Arc<AsMetadata>,
+    /// CLIENT spans for the calls to tsidp, when tracing is on.
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -343,7 +346,25 @@ impl Verifier {
             seen_active: AtomicBool::new(false),
             alarmed_at: std::sync::Mutex::new(None),
             metadata,
+            tracing: None,
         }
+    }
+
+    /// Trace the calls to tsidp (introspection, userinfo) made for traced requests.
+    pub fn set_tracing(&mut self, tracing: Option<Arc<Tracing>>) {
+        self.tracing = tracing;
+    }
+
+    /// A CLIENT span for a call to tsidp, when the request is traced.
+    fn idp_span(
+        &self,
+        trace: Option<&RequestTrace>,
+        call: &'static str,
+        method: &http::Method,
+        url: &str,
+    ) -> Option<crate::observe::tracing::IdpSpan> {
+        let (t, r) = (self.tracing.as_ref()?, trace?);
+        Some(t.idp_call(r, call, method, url))
     }
 
     /// Put an active verdict for `token` in the cache, as an introspection miss would
@@ -362,12 +383,14 @@ impl Verifier {
             .await;
     }
 
-    /// Verify `token` (already extracted) for the endpoint at `endpoint_url`.
+    /// Verify `token` (already extracted) for the endpoint at `endpoint_url`. A cache miss
+    /// made for a traced request gets CLIENT spans under it (`trace`).
     pub async fn verify(
         &self,
         token: &str,
         client: Option<IpAddr>,
         endpoint_url: &str,
+        trace: Option<&RequestTrace>,
     ) -> Result<Arc<Principal>, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let verdict = match self.cache.get(&key).await {
@@ -378,7 +401,7 @@ impl Verifier {
             None => {
                 self.cache_miss.inc();
                 self.cache
-                    .try_get_with(key, self.introspect_miss(token, client))
+                    .try_get_with(key, self.introspect_miss(token, client, trace))
                     .await
                     .map_err(|e| match *e {
                         MissError::RateLimited => AuthError::RateLimited,
@@ -398,7 +421,11 @@ impl Verifier {
     /// The tool grants of an active token, when `auth.tool_grants_claim` is set: tsidp's
     /// `userinfo_endpoint` (from its metadata; `<issuer>/userinfo` before it is known),
     /// called with the user's token.
-    async fn tool_grants(&self, token: &str) -> Result<Vec<ClaimGrant>, MissError> {
+    async fn tool_grants(
+        &self,
+        token: &str,
+        trace: Option<&RequestTrace>,
+    ) -> Result<Vec<ClaimGrant>, MissError> {
         let Some(claim) = self.cfg.tool_grants_claim.as_deref() else {
             return Ok(Vec::new());
         };
@@ -410,11 +437,24 @@ impl Verifier {
             .ok()
             .and_then(|m| m.get("userinfo_endpoint")?.as_str().map(str::to_string))
             .unwrap_or_else(|| format!("{}/userinfo", self.issuer));
+        let span = self.idp_span(trace, "userinfo", &http::Method::GET, &url);
         let res = tokio::time::timeout(
             self.cfg.introspection.timeout,
             super::userinfo::fetch_grants(&self.http, &url, token, claim, max),
         )
         .await;
+        if let Some(s) = span {
+            let (status, error) = match &res {
+                Ok(Ok(_)) => (Some(200), None),
+                Ok(Err(super::userinfo::UserinfoError::Status(s))) => (Some(*s), None),
+                Ok(Err(super::userinfo::UserinfoError::Transport(_))) => (None, Some("transport")),
+                Ok(Err(super::userinfo::UserinfoError::Body(_))) => {
+                    (Some(200), Some("invalid_response"))
+                }
+                Err(_) => (None, Some("timeout")),
+            };
+            s.end(status, error);
+        }
         match res {
             Ok(Ok(g)) => {
                 self.metrics.userinfo.with_label_values(&["ok"]).inc();
@@ -466,6 +506,7 @@ impl Verifier {
         &self,
         token: &str,
         client: Option<IpAddr>,
+        trace: Option<&RequestTrace>,
     ) -> Result<Verdict, MissError> {
         // The flood model (see `ratelimit`): a miss takes a token from its client's budget
         // and from the global one; both come back if the token is active.
@@ -498,6 +539,12 @@ impl Verifier {
                 }
             };
         let started = Instant::now();
+        let span = self.idp_span(
+            trace,
+            "introspection",
+            &http::Method::POST,
+            self.cfg.introspection_url.as_str(),
+        );
         let res = tokio::time::timeout(
             self.cfg.introspection.timeout,
             introspect(
@@ -513,6 +560,20 @@ impl Verifier {
         self.metrics
             .introspection_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Some(s) = span {
+            let (status, error) = match &res {
+                Ok(Ok(_)) => (Some(200), None),
+                Ok(Err(IntrospectError::CredentialsRejected(s) | IntrospectError::Status(s))) => {
+                    (Some(*s), None)
+                }
+                Ok(Err(IntrospectError::Transport(_))) => (None, Some("transport")),
+                Ok(Err(IntrospectError::TooLarge(_) | IntrospectError::Invalid)) => {
+                    (Some(200), Some("invalid_response"))
+                }
+                Err(_) => (None, Some("timeout")),
+            };
+            s.end(status, error);
+        }
         match res {
             Ok(Ok(claims)) if claims.active => {
                 self.metrics
@@ -521,7 +582,7 @@ impl Verifier {
                     .inc();
                 self.seen_active.store(true, Ordering::Relaxed);
                 self.inactive_streak.store(0, Ordering::Relaxed);
-                let tool_grants = self.tool_grants(token).await?;
+                let tool_grants = self.tool_grants(token, trace).await?;
                 drop(permit);
                 spent.give_back(self);
                 let principal = Principal::new(

@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod server;
 pub mod tailnet;
 pub mod tls;
+pub mod tracing;
 mod units;
 
 pub use admin::Admin;
@@ -33,6 +34,7 @@ pub use log::{Audit, Log, LogFormat};
 pub use server::Server;
 pub use tailnet::{Socks5, Tailnet, TailnetMode};
 pub use tls::{Acme, AcmeChallenge, Eab, Tls, TlsMode};
+pub use tracing::Tracing;
 
 use raw::{DurationValue, Num, RawConfig, Unknown};
 use secrets::SecretSource;
@@ -138,6 +140,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "log",
     "health",
+    "tracing",
     "endpoints",
 ];
 
@@ -165,6 +168,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
     ("log", log::LOG_KEYS),
     ("log.audit", log::AUDIT_KEYS),
     ("health", health::HEALTH_KEYS),
+    ("tracing", tracing::TRACING_KEYS),
     ("endpoints[]", endpoints::ENDPOINT_KEYS),
     ("endpoints[].timeouts", endpoints::TIMEOUT_KEYS),
     ("endpoints[].tools", endpoints::TOOLS_KEYS),
@@ -183,6 +187,8 @@ pub struct Config {
     pub limits: Limits,
     pub log: Log,
     pub health: Health,
+    /// OpenTelemetry traces, as the file says (the environment is merged in at start).
+    pub tracing: Tracing,
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -316,6 +322,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let limits = limits::limits(&mut e, raw.limits.unwrap_or_default());
     let log = log::log(&mut e, raw.log.unwrap_or_default());
     let health = health::health(&mut e, raw.health.unwrap_or_default());
+    let tracing = tracing::tracing(&mut e, raw.tracing.unwrap_or_default());
     let endpoints = endpoints::endpoints(&mut e, raw.endpoints.unwrap_or_default(), auth.is_some());
 
     if let (Some(admin_addr), listen) = (admin.listen, server.listen) {
@@ -333,6 +340,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             limits,
             log,
             health,
+            tracing,
             endpoints,
         })
     } else {

@@ -15,6 +15,7 @@ use super::log::RawLog;
 use super::server::RawServer;
 use super::tailnet::RawTailnet;
 use super::tls::RawTls;
+use super::tracing::RawTracing;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -80,6 +81,8 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     #[serde(default)]
     pub health: Option<RawHealth>,
+    #[serde(default)]
+    pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub endpoints: Option<Vec<RawEndpoint>>,
     #[serde(flatten)]

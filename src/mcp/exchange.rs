@@ -78,6 +78,8 @@ pub struct Call {
     pub arguments: Option<String>,
     /// Set once known.
     pub outcome: Option<Outcome>,
+    /// The JSON-RPC error code of an error answer (for traces).
+    pub error_code: Option<i64>,
     /// When the answer passed to the client.
     pub answered_at: Option<Instant>,
     /// Response bytes passed to the client up to and including the answer.
@@ -153,6 +155,7 @@ impl Exchange {
                 },
                 arguments: m.arguments,
                 outcome: None,
+                error_code: None,
                 answered_at: None,
                 bytes_out: 0,
                 paged: m.paged,
@@ -179,6 +182,7 @@ impl Exchange {
                 tool: None,
                 arguments: None,
                 outcome: None,
+                error_code: None,
                 answered_at: None,
                 bytes_out: 0,
                 paged: false,
@@ -440,6 +444,7 @@ impl Exchange {
                 Answer::ToolError => Outcome::ToolError,
                 Answer::Error => Outcome::Error,
             });
+            call.error_code = r.code;
             call.answered_at = Some(now);
             call.bytes_out = out_after;
             if call.is_tools_list() {

@@ -322,6 +322,8 @@ pub struct Reply<'a> {
     pub answer: Answer,
     /// The `result` value, when there is one.
     pub result: Option<&'a [u8]>,
+    /// The `error.code` of an error answer, when it is an integer.
+    pub code: Option<i64>,
 }
 
 /// The responses in one server message (an object, or a batch array). Requests and
@@ -370,6 +372,7 @@ impl<'a> Iterator for Replies<'a> {
 fn reply<'a>(s: &mut Scanner<'a>) -> Result<Option<Reply<'a>>, JsonError> {
     let (mut id, mut result, mut error, mut method, mut tool_error) =
         (None, None, false, false, false);
+    let mut code = None;
     s.object(|s, k| {
         match k.as_bytes() {
             b"result" if s.next_kind() == Some(Kind::Object) => {
@@ -384,7 +387,11 @@ fn reply<'a>(s: &mut Scanner<'a>) -> Result<Option<Reply<'a>>, JsonError> {
             }
             b"result" => result = Some(s.value()?),
             b"id" => id = Id::parse(s.value()?),
-            b"error" => error = s.value().map(|_| true)?,
+            b"error" => {
+                let v = s.value()?;
+                error = true;
+                code = error_code(v);
+            }
             b"method" => method = s.value().map(|_| true)?,
             _ => {
                 s.value()?;
@@ -401,7 +408,22 @@ fn reply<'a>(s: &mut Scanner<'a>) -> Result<Option<Reply<'a>>, JsonError> {
         (Some(_), false) => Answer::Result,
         (None, false) => return Ok(None),
     };
-    Ok(Some(Reply { id, answer, result }))
+    Ok(Some(Reply {
+        id,
+        answer,
+        result,
+        code,
+    }))
+}
+
+/// The integer `code` of a JSON-RPC error object.
+fn error_code(raw: &[u8]) -> Option<i64> {
+    if kind(raw) != Kind::Object {
+        return None;
+    }
+    let members = json::members(raw).ok()?;
+    let (_, v) = members.iter().find(|(k, _)| k.as_bytes() == b"code")?;
+    integer(v)
 }
 
 /// The tool names in a `tools/list` result (`result.tools[].name`).
@@ -648,6 +670,10 @@ mod tests {
             replies(br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no"}}"#)
                 .collect();
         assert_eq!(r[0].answer, Answer::Error);
+        assert_eq!(r[0].code, Some(-32601));
+        let r: Vec<_> =
+            replies(br#"{"jsonrpc":"2.0","id":2,"error":{"code":"x","message":"no"}}"#).collect();
+        assert_eq!((r[0].answer, r[0].code), (Answer::Error, None));
         assert!(
             replies(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#)
                 .next()

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub mcp_request_seconds: HistogramVec,
     pub userinfo: IntCounterVec,
     pub proxy_protocol_refused: IntCounterVec,
+    /// `tailbridge_trace_spans_dropped_total{reason}`: queue_full, export_failed, shutdown.
+    pub trace_spans_dropped: IntCounterVec,
+    /// `tailbridge_trace_spans_exported_total`.
+    pub trace_spans_exported: IntCounter,
     pub oauth: OauthMetrics,
     /// `tailbridge_mcp_tool_changes_total{endpoint, tool, change}`.
     pub tool_changes: IntCounterVec,
@@ -367,6 +371,21 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(proxy_protocol_refused.clone()))?;
+        // Series appear only when tracing is on (observe::tracing creates them).
+        let trace_spans_dropped = IntCounterVec::new(
+            Opts::new(
+                "tailbridge_trace_spans_dropped_total",
+                "Trace spans never delivered to the collector, by reason: queue_full (the \
+                 export queue was full), export_failed (the collector refused or did not \
+                 answer) or shutdown.",
+            ),
+            &["reason"],
+        )?;
+        let trace_spans_exported = IntCounter::new(
+            "tailbridge_trace_spans_exported_total",
+            "Trace spans the collector accepted.",
+        )?;
+        registry.register(Box::new(trace_spans_dropped.clone()))?;
         for m in [
             &introspections,
             &token_cache,
@@ -433,9 +452,22 @@ impl Metrics {
             mcp_request_seconds,
             userinfo,
             proxy_protocol_refused,
+            trace_spans_dropped,
+            trace_spans_exported,
             oauth,
             tool_changes,
         })
+    }
+
+    /// Show the trace export counters (tracing is on): the dropped-span series at zero,
+    /// and the exported-span counter.
+    pub fn init_tracing(&self) -> Result<(), MetricsError> {
+        for reason in ["queue_full", "export_failed", "shutdown"] {
+            self.trace_spans_dropped.with_label_values(&[reason]);
+        }
+        self.registry
+            .register(Box::new(self.trace_spans_exported.clone()))?;
+        Ok(())
     }
 
     /// Pre-create the per-endpoint series so that dashboards show zeros, not gaps.

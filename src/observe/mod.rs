@@ -1,5 +1,5 @@
 //! Observability: metrics, the access log (and the fast path it shares with the audit log),
-//! logging setup and health.
+//! logging setup, health, and OpenTelemetry traces.
 
 pub mod access_log;
 pub mod health;
@@ -7,6 +7,7 @@ pub mod lines;
 pub mod logging;
 pub mod metrics;
 pub mod text;
+pub mod tracing;
 
 /// Send one sd_notify(3) message to the datagram socket named by `NOTIFY_SOCKET` (a path,
 /// or `@name` for an abstract socket).

@@ -39,6 +39,8 @@ pub struct Ctx {
     pub mcp_refusal: Option<McpRefusal>,
     /// Request body bytes the MCP layer read before forwarding.
     pub body_read: u64,
+    /// The request's spans, when tracing is on (boxed: one pointer when off).
+    pub trace: Option<Box<crate::observe::tracing::RequestTrace>>,
 }
 
 impl Default for Ctx {
@@ -61,6 +63,7 @@ impl Default for Ctx {
             mcp: None,
             mcp_refusal: None,
             body_read: 0,
+            trace: None,
         }
     }
 }

@@ -10,6 +10,9 @@
 //! - `response_filter` / `response_body_filter`: the response head and body pass through
 //!   the exchange, which records outcomes and rewrites only a `tools/list` result.
 //! - `logging` ([`Bridge::mcp_account`]): metrics and audit lines.
+//!
+//! With tracing on, a forwarded POST also goes to `observe::tracing` once judged (batch
+//! spans, and trace context in `params._meta`).
 
 use super::ctx::Ctx;
 use super::respond::{self, Rejection};
@@ -53,10 +56,10 @@ impl McpRefusal {
 }
 
 /// The MCP request headers the layer reads, named once.
-const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub(super) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
-const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub(super) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
 fn header<'a>(session: &'a Session, name: &HeaderName) -> Option<&'a [u8]> {
     session.req_header().headers.get(name).map(|v| v.as_bytes())
@@ -240,6 +243,11 @@ impl Bridge {
                     self.answer(session, ctx, status, answer.as_ref(), why)
                         .await,
                 );
+            }
+        }
+        if judgement == Judgement::Forward {
+            if let (Some(tracing), Some(t)) = (&self.tracing, ctx.trace.as_deref_mut()) {
+                tracing.forward(t, body, &inbound, keep_arguments);
             }
         }
         let mut x = Exchange::new(inbound, ctx.started);
@@ -436,7 +444,8 @@ impl Bridge {
         status: u16,
         client_gone: bool,
     ) {
-        let (Some(mut x), Some(i)) = (ctx.mcp.take(), ctx.endpoint) else {
+        // The exchange stays in `ctx`: tracing reads its settled outcomes after.
+        let (Some(x), Some(i)) = (ctx.mcp.as_mut(), ctx.endpoint) else {
             return;
         };
         let now = Instant::now();

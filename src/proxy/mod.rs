@@ -11,6 +11,8 @@
 //! 5. authenticate (401, 403, 429, 503)
 //! 6. MCP: read a POST body, check mirrored headers (400) and the tool policy (a JSON-RPC
 //!    error answered here); see [`mcp`]
+//!
+//! With tracing on, every phase also hands what it learned to [`trace`].
 
 pub mod cidr;
 pub mod ctx;
@@ -20,6 +22,7 @@ mod mcp;
 mod oauth;
 pub mod respond;
 pub mod router;
+mod trace;
 
 use crate::auth::AuthRuntime;
 use crate::config::{Config, Endpoint, TlsMode};
@@ -96,6 +99,8 @@ pub struct Bridge {
     deadlines: deadline::Deadlines,
     /// Per-request metric series: one per endpoint, then one per [`ROUTE_LABELS`].
     series: Vec<EndpointSeries>,
+    /// OpenTelemetry traces, when on.
+    tracing: Option<Arc<crate::observe::tracing::Tracing>>,
 }
 
 /// The `endpoint` labels of requests no endpoint answers: the OAuth routes, then `-`.
@@ -141,6 +146,7 @@ impl Bridge {
         auth: Option<Arc<AuthRuntime>>,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
+        tracing: Option<Arc<crate::observe::tracing::Tracing>>,
     ) -> Result<Self, BuildError> {
         let deadlines = deadline::Deadlines::start().map_err(BuildError::Timers)?;
         let mut routes = Vec::with_capacity(config.endpoints.len());
@@ -293,6 +299,7 @@ impl Bridge {
             metrics,
             deadlines,
             series,
+            tracing,
         })
     }
 
@@ -641,6 +648,7 @@ impl ProxyHttp for Bridge {
         // HTTP/1.1 pipelining (RFC 9112 §9.3.2): requests sent back to back on one
         // connection are answered in order, one after the other (Pingora drops them otherwise).
         session.as_mut().set_pipelining_enabled(true);
+        self.trace_start(session, ctx);
         if let Some(why) = self.check_header_limits(session.req_header()) {
             return self.refuse(session, ctx, why).await;
         }
@@ -726,14 +734,16 @@ impl ProxyHttp for Bridge {
                 ));
             }
         }
+        self.trace_body(body, ctx);
         Ok(())
     }
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        self.trace_upstream(session, ctx);
         if ctx.idp_path.is_some() {
             return self
                 .idp_peer
@@ -765,7 +775,8 @@ impl ProxyHttp for Bridge {
             .map(|v| v.as_bytes())
             .collect();
         if let Some(path) = ctx.idp_path.as_deref() {
-            return self.to_idp(upstream, path, &connection);
+            self.to_idp(upstream, path, &connection)?;
+            return self.trace_inject(upstream, ctx);
         }
         let route = ctx
             .endpoint
@@ -809,7 +820,8 @@ impl ProxyHttp for Bridge {
                 }
             }
         }
-        self.mcp_upstream_request(upstream, ctx)
+        self.mcp_upstream_request(upstream, ctx)?;
+        self.trace_inject(upstream, ctx)
     }
 
     fn error_while_proxy(
@@ -899,6 +911,7 @@ impl ProxyHttp for Bridge {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        self.trace_connected(ctx, reused);
         if let Some(route) = ctx
             .endpoint
             .filter(|_| ctx.idp_path.is_none())
@@ -919,9 +932,10 @@ impl ProxyHttp for Bridge {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        self.trace_first_byte(ctx, resp.status.as_u16());
         if let Some(i) = ctx.endpoint.filter(|_| ctx.idp_path.is_none()) {
             if let Some(w) = &mut ctx.deadline {
                 w.head_arrived(self.routes[i].ep.timeouts.idle);
@@ -1037,6 +1051,7 @@ impl ProxyHttp for Bridge {
             .map(Rejection::reason)
             .or(ctx.auth_error.map(|e| e.reason()))
             .or(ctx.mcp_refusal.map(mcp::McpRefusal::reason));
+        self.trace_finish(session, ctx, status, reason);
         let client_text = || {
             client_ip(session)
                 .map(|ip| ip.to_string())

@@ -595,7 +595,12 @@ impl Bridge {
                     }
                     _ => {
                         auth.verifier
-                            .verify(t, client_ip(session), &route.public_url)
+                            .verify(
+                                t,
+                                client_ip(session),
+                                &route.public_url,
+                                ctx.trace.as_deref(),
+                            )
                             .await
                     }
                 },
