@@ -1015,12 +1015,12 @@ mod tests {
 
     fn answered(body: &str, answer: &str) -> Exchange {
         let mut x = Exchange::new(classify(body.as_bytes(), false).unwrap(), Instant::now());
-        x.on_response_head(Some("application/json"), false);
+        x.on_response_head(Some("application/json"), false, false);
         x.on_body(
             Some(&Bytes::from(answer.to_string())),
             true,
             Instant::now(),
-            &|_| true,
+            &|_, _| true,
         );
         x.finish(200, false, Instant::now());
         x
