@@ -14,6 +14,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The runtime of the commands that talk to the network (doctor, tools pin).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     match args.command {
@@ -28,11 +36,7 @@ fn main() -> ExitCode {
                 }
             };
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -85,11 +89,7 @@ fn main() -> ExitCode {
                 endpoint,
                 timeout: std::time::Duration::from_secs(timeout.max(1)),
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: {e}");

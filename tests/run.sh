@@ -4,7 +4,7 @@
 #   0. peers: apt packages (cmake for pingora's build, microsocks, pebble, openssl, HAProxy, Chromium
 #      for the status page, iproute2 for network-namespace test hosts), the npm modules in
 #      tests/e2e (MCP TypeScript SDK, mcp-remote, oidc-provider, playwright-core), and a Python venv
-#      in tests/py/.venv with the MCP Python SDK (mcp==2.3.0) and kubernetes-validate. It never skips a test for a
+#      in tests/py/.venv with the MCP Python SDK (mcp==2.3.0), kubernetes-validate and opentelemetry-proto. It never skips a test for a
 #      missing peer: where it cannot install, it stops and names the command that would;
 #   1. the default build (direct and socks5 modes, auth, MCP layer, e2e with the SDKs and
 #      oidc-provider);

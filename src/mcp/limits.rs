@@ -29,17 +29,7 @@ impl ToolLimit {
     /// Whether this rule counts `caller`'s calls to `tool`.
     pub fn applies(&self, tool: &str, caller: &Caller<'_>) -> bool {
         let tool_ok = self.tools.is_empty() || self.tools.iter().any(|g| g.matches(tool));
-        let user_ok = self.users.is_empty()
-            || self
-                .users
-                .iter()
-                .any(|u| Some(u.as_str()) == caller.username || Some(u.as_str()) == caller.sub);
-        let client_ok = self.clients.is_empty()
-            || self
-                .clients
-                .iter()
-                .any(|c| Some(c.as_str()) == caller.client_id);
-        tool_ok && user_ok && client_ok
+        tool_ok && super::policy::lists_match(&self.users, &self.clients, caller)
     }
 }
 

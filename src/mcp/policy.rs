@@ -105,23 +105,23 @@ impl ToolPolicy {
 }
 
 impl Grant {
-    /// Whether this grant names `caller`.
+    /// Whether this grant names `caller` (a grant that names nobody names nobody).
     pub fn names(&self, caller: &Caller<'_>) -> bool {
-        if self.users.is_empty() && self.clients.is_empty() {
-            return false;
-        }
-        let user_ok = self.users.is_empty()
-            || self
-                .users
-                .iter()
-                .any(|u| Some(u.as_str()) == caller.username || Some(u.as_str()) == caller.sub);
-        let client_ok = self.clients.is_empty()
-            || self
-                .clients
-                .iter()
-                .any(|c| Some(c.as_str()) == caller.client_id);
-        user_ok && client_ok
+        !(self.users.is_empty() && self.clients.is_empty())
+            && lists_match(&self.users, &self.clients, caller)
     }
+}
+
+/// Whether each non-empty list names `caller`: `users` by username or sub, `clients` by
+/// client id (two empty lists match everyone). Pure.
+pub fn lists_match(users: &[String], clients: &[String], caller: &Caller<'_>) -> bool {
+    let user_ok = users.is_empty()
+        || users
+            .iter()
+            .any(|u| Some(u.as_str()) == caller.username || Some(u.as_str()) == caller.sub);
+    let client_ok =
+        clients.is_empty() || clients.iter().any(|c| Some(c.as_str()) == caller.client_id);
+    user_ok && client_ok
 }
 
 /// Read the tool-grants claim from a userinfo document's value: a list of
