@@ -167,6 +167,23 @@ impl AsMetadata {
         }
     }
 
+    /// The URL tsidp's metadata gives for `key` (e.g. `token_endpoint`), fetched as
+    /// [`AsMetadata::get`] does; `<issuer>/<fallback_path>` while there is no document.
+    pub async fn endpoint(
+        &self,
+        http: &reqwest::Client,
+        max_bytes: u64,
+        key: &str,
+        issuer: &str,
+        fallback_path: &str,
+    ) -> String {
+        self.get(http, max_bytes)
+            .await
+            .ok()
+            .and_then(|m| m.get(key)?.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{issuer}/{fallback_path}"))
+    }
+
     /// The authorization endpoint from the last document, if any.
     pub fn authorization_endpoint(&self) -> Option<String> {
         let guard = self.doc.read().ok()?;

@@ -83,13 +83,7 @@ impl AuthRuntime {
             ("auth.issuer", &cfg.issuer),
             ("auth.introspection_url", &cfg.introspection_url),
         ] {
-            let loopback = match url.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                None => false,
-            };
-            if loopback {
+            if crate::config::server::is_loopback_url(url) {
                 let msg = format!(
                     "{what} {url} is a loopback address: tsidp grants loopback callers admin and \
                      registration rights and treats them as identified. Run the bridge on its own \

@@ -17,24 +17,33 @@ pub enum UserinfoError {
     Body(String),
 }
 
-/// Read the tool grants in `claim` from a userinfo document. Pure.
-pub fn grants_from_userinfo(body: &[u8], claim: &str) -> Result<Vec<ClaimGrant>, UserinfoError> {
-    let v: serde_json::Value =
+/// The raw value of `claim` in a userinfo document (`None` when absent). Pure.
+pub fn claim_from_userinfo(
+    body: &[u8],
+    claim: &str,
+) -> Result<Option<serde_json::Value>, UserinfoError> {
+    let mut v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| UserinfoError::Body(e.to_string()))?;
-    if !v.is_object() {
-        return Err(UserinfoError::Body("not a JSON object".into()));
+    match v.as_object_mut() {
+        Some(m) => Ok(m.remove(claim)),
+        None => Err(UserinfoError::Body("not a JSON object".into())),
     }
-    Ok(parse_claim(v.get(claim)))
 }
 
-/// Call `url` with the user's `token` and read the tool grants in `claim`.
-pub async fn fetch_grants(
+/// Read the tool grants in `claim` from a userinfo document. Pure.
+pub fn grants_from_userinfo(body: &[u8], claim: &str) -> Result<Vec<ClaimGrant>, UserinfoError> {
+    Ok(parse_claim(claim_from_userinfo(body, claim)?.as_ref()))
+}
+
+/// Call `url` with the user's `token` and read the raw value of `claim` (the broker seals it
+/// into its tokens as it is).
+pub async fn fetch_claim(
     http: &reqwest::Client,
     url: &str,
     token: &str,
     claim: &str,
     max_bytes: u64,
-) -> Result<Vec<ClaimGrant>, UserinfoError> {
+) -> Result<Option<serde_json::Value>, UserinfoError> {
     let resp = http
         .get(url)
         .bearer_auth(token)
@@ -49,7 +58,19 @@ pub async fn fetch_grants(
     let body = read_capped(resp, max_bytes)
         .await
         .map_err(|e| UserinfoError::Body(e.to_string()))?;
-    grants_from_userinfo(&body, claim)
+    claim_from_userinfo(&body, claim)
+}
+
+/// Call `url` with the user's `token` and read the tool grants in `claim`.
+pub async fn fetch_grants(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    claim: &str,
+    max_bytes: u64,
+) -> Result<Vec<ClaimGrant>, UserinfoError> {
+    let raw = fetch_claim(http, url, token, claim, max_bytes).await?;
+    Ok(parse_claim(raw.as_ref()))
 }
 
 #[cfg(test)]

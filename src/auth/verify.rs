@@ -432,11 +432,14 @@ impl Verifier {
         let max = self.cfg.introspection.max_response_bytes;
         let url = self
             .metadata
-            .get(&self.http, max)
-            .await
-            .ok()
-            .and_then(|m| m.get("userinfo_endpoint")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{}/userinfo", self.issuer));
+            .endpoint(
+                &self.http,
+                max,
+                "userinfo_endpoint",
+                &self.issuer,
+                "userinfo",
+            )
+            .await;
         let span = self.idp_span(trace, "userinfo", &http::Method::GET, &url);
         let res = tokio::time::timeout(
             self.cfg.introspection.timeout,

@@ -328,12 +328,7 @@ pub(super) fn broker(
     if let Some(origin) = public_origin {
         let loopback = url::Url::parse(origin)
             .ok()
-            .is_some_and(|u| match u.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                None => false,
-            });
+            .is_some_and(|u| super::server::is_loopback_url(&u));
         if !origin.starts_with("https://") && !loopback {
             e.add(
                 "server.public_url",

@@ -169,6 +169,16 @@ pub(super) fn server(e: &mut Errors, raw: RawServer) -> Server {
     }
 }
 
+/// Whether a URL's host is a loopback address or `localhost`. Pure.
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// Lower-case scheme and host, drop a trailing `/` and a default port.
 /// Returns `None` when `origin` is not `scheme://host[:port]`.
 pub fn normalise_origin(origin: &str) -> Option<String> {

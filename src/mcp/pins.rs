@@ -402,46 +402,21 @@ impl ToolWatch {
         let findings = match &self.pinned {
             Some(p) => compare(tools, p, complete),
             None => {
-                let mut seen = match self.first_seen.write() {
-                    Ok(s) => s,
-                    Err(_) => return Vec::new(),
+                let Ok(mut seen) = self.first_seen.write() else {
+                    return Vec::new();
                 };
-                let mut out = Vec::new();
-                for t in tools {
-                    let Some(name) = t.get("name").and_then(Value::as_str) else {
-                        continue;
-                    };
-                    let pin = pin_of(t);
-                    match seen.get(name) {
-                        Some(first) if *first == pin => {}
-                        Some(_) => out.push(Finding {
-                            tool: name.to_string(),
-                            change: Change::Changed,
-                            pin: Some(pin),
-                        }),
-                        None if seen.len() < MAX_SEEN => {
-                            seen.insert(name.to_string(), pin);
-                        }
-                        None => {}
+                let mut out = compare(tools, &seen, complete);
+                // Trust on first use: a tool never seen before becomes the reference (while
+                // there is room), not a finding.
+                out.retain(|f| {
+                    if f.change != Change::Added {
+                        return true;
                     }
-                }
-                if complete {
-                    let present: HashSet<&str> = tools
-                        .iter()
-                        .filter_map(|t| t.get("name").and_then(Value::as_str))
-                        .collect();
-                    let mut gone: Vec<String> = seen
-                        .keys()
-                        .filter(|k| !present.contains(k.as_str()))
-                        .cloned()
-                        .collect();
-                    gone.sort();
-                    out.extend(gone.into_iter().map(|tool| Finding {
-                        tool,
-                        change: Change::Removed,
-                        pin: None,
-                    }));
-                }
+                    if let (Some(pin), true) = (&f.pin, seen.len() < MAX_SEEN) {
+                        seen.insert(f.tool.clone(), pin.clone());
+                    }
+                    false
+                });
                 out
             }
         };

@@ -46,18 +46,6 @@ fn cookie_header(req: &pingora::http::RequestHeader) -> Option<String> {
     (!all.is_empty()).then(|| all.join("; "))
 }
 
-/// Read the whole request body; `Ok(None)` when it is larger than `max`.
-async fn read_body(session: &mut Session, max: usize) -> pingora::Result<Option<Vec<u8>>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        body.extend_from_slice(&chunk);
-        if body.len() > max {
-            return Ok(None);
-        }
-    }
-    Ok(Some(body))
-}
-
 fn is_get(session: &Session) -> bool {
     matches!(
         session.req_header().method,
@@ -260,12 +248,12 @@ impl Bridge {
                 let req = session.req_header();
                 let cookies = cookie_header(req);
                 let origin = header_text(req, http::header::ORIGIN);
-                let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => {
-                        return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
-                    }
-                    Err(e) => return Some(Err(e)),
+                let body = match self
+                    .small_body(session, ctx, crate::auth::broker::MAX_BODY)
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(answered) => return Some(answered),
                 };
                 let body = String::from_utf8_lossy(&body).into_owned();
                 let reply = broker
@@ -280,12 +268,12 @@ impl Bridge {
                 }
                 let idp_path = format!("{}/token", auth.cfg.issuer.path().trim_end_matches('/'));
                 session.enable_retry_buffering();
-                let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => {
-                        return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
-                    }
-                    Err(e) => return Some(Err(e)),
+                let body = match self
+                    .small_body(session, ctx, crate::auth::broker::MAX_BODY)
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(answered) => return Some(answered),
                 };
                 let pairs = crate::auth::broker::form(&String::from_utf8_lossy(&body));
                 let authz = header_text(session.req_header(), http::header::AUTHORIZATION);
@@ -301,13 +289,11 @@ impl Bridge {
                             return Some(self.send_reply(session, ctx, reply).await);
                         }
                         Err(why) if owns => {
-                            let reply = crate::auth::broker::Reply {
-                                status: 400,
-                                content_type: JSON,
-                                headers: vec![("cache-control", "no-store".into())],
-                                body: json!({"error": "invalid_request", "error_description": why})
-                                    .to_string(),
-                            };
+                            let reply = crate::auth::broker::Reply::oauth_error(
+                                400,
+                                "invalid_request",
+                                &why,
+                            );
                             return Some(self.send_reply(session, ctx, reply).await);
                         }
                         _ => {}
@@ -329,12 +315,12 @@ impl Bridge {
                     return Some(self.refuse(session, ctx, Rejection::MethodNotAllowed).await);
                 }
                 if let Some(broker) = &auth.broker {
-                    let body = match read_body(session, crate::auth::broker::MAX_BODY).await {
-                        Ok(Some(b)) => b,
-                        Ok(None) => {
-                            return Some(self.refuse(session, ctx, Rejection::BodyTooLarge).await)
-                        }
-                        Err(e) => return Some(Err(e)),
+                    let body = match self
+                        .small_body(session, ctx, crate::auth::broker::MAX_BODY)
+                        .await
+                    {
+                        Ok(b) => b,
+                        Err(answered) => return Some(answered),
                     };
                     let reply = broker.register(&body, client_ip(session));
                     return Some(self.send_reply(session, ctx, reply).await);
@@ -416,6 +402,29 @@ impl Bridge {
         .map(|()| true)
     }
 
+    /// Read a whole request body of at most `max` bytes; `Err` is the finished answer (413
+    /// for a larger one, or the read's own error).
+    async fn small_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        max: usize,
+    ) -> Result<Vec<u8>, pingora::Result<bool>> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > max {
+                        return Err(self.refuse(session, ctx, Rejection::BodyTooLarge).await);
+                    }
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => return Err(Err(e)),
+            }
+        }
+    }
+
     /// Send a reply the broker made.
     async fn send_reply(
         &self,
@@ -447,13 +456,10 @@ impl Bridge {
         ctx: &mut Ctx,
         auth: &AuthRuntime,
     ) -> pingora::Result<bool> {
-        let mut body = Vec::new();
-        while let Some(chunk) = session.read_request_body().await? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_REGISTRATION_BODY {
-                return self.refuse(session, ctx, Rejection::BodyTooLarge).await;
-            }
-        }
+        let body = match self.small_body(session, ctx, MAX_REGISTRATION_BODY).await {
+            Ok(b) => b,
+            Err(answered) => return answered,
+        };
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let uris: Option<Vec<&str>> = doc
             .get("redirect_uris")
@@ -514,11 +520,14 @@ impl Bridge {
         // tsidp's registration endpoint from its metadata (`<issuer>/register` before that).
         let url = auth
             .metadata
-            .get(&auth.http, auth.cfg.introspection.max_response_bytes)
-            .await
-            .ok()
-            .and_then(|m| m.get("registration_endpoint")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{}/register", auth.idp_base));
+            .endpoint(
+                &auth.http,
+                auth.cfg.introspection.max_response_bytes,
+                "registration_endpoint",
+                &auth.idp_base,
+                "register",
+            )
+            .await;
         let sent = auth
             .http
             .post(url)

@@ -60,17 +60,7 @@ pub enum AcmeError {
 
 /// An error and its sources, one after the other (reqwest hides the cause otherwise).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
+    super::error_chain(e)
 }
 
 fn protocol(step: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
@@ -149,18 +139,10 @@ fn http_client(cfg: &Acme) -> Result<reqwest::Client, AcmeError> {
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("tailbridge/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &cfg.ca_root_file {
-        let err = |reason: String| AcmeError::CaRoot {
+        b = super::add_root_file(b, path).map_err(|reason| AcmeError::CaRoot {
             path: path.display().to_string(),
             reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(chain(&e)))?;
-        if certs.is_empty() {
-            return Err(err("no PEM certificate in the file".into()));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+        })?;
     }
     b.build().map_err(|e| AcmeError::Directory {
         url: cfg.directory_url.clone(),

@@ -39,6 +39,38 @@ pub fn not_after(path: &Path) -> Result<i64, CertError> {
         .ok_or(CertError::NotX509(shown))
 }
 
+/// An error and its sources, one `: ` apart, each said once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// Trust the PEM certificates in `path` as extra roots of an HTTP client (a lab or test CA);
+/// `Err` says why the file cannot be used.
+pub fn add_root_file(
+    mut b: reqwest::ClientBuilder,
+    path: &Path,
+) -> Result<reqwest::ClientBuilder, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| error_chain(&e))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    for c in certs {
+        b = b.add_root_certificate(c);
+    }
+    Ok(b)
+}
+
 /// Seconds since the epoch, now.
 pub fn unix_now() -> i64 {
     SystemTime::now()

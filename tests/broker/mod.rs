@@ -3,9 +3,8 @@
 //! tsidp (confidential clients only, single-use refresh tokens), the MCP SDK server upstream.
 
 use crate::common::*;
-use crate::e2e::{e2e_dir, start_node, start_sdk_server, Node};
+use crate::e2e::{run_script, start_node, start_sdk_server, Node};
 use serde_json::{json, Value};
-use std::process::Command;
 
 /// The document URL a pinned CIMD client uses in these tests (never fetched).
 const PINNED_CIMD: &str = "https://e2e-client.example/oauth/client.json";
@@ -74,23 +73,7 @@ async fn setup_with(broker_extra: &str, port: u16, key: &std::path::Path) -> Set
 
 /// Run broker-client.mjs; its summary or its output.
 async fn broker_client(url: String, mode: String, decision: &'static str) -> Result<Value, String> {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(e2e_dir().join("broker-client.mjs"))
-            .args([url, mode, decision.to_string()])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        return Err(format!(
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(serde_json::from_str(stdout.trim()).unwrap())
+    run_script("broker-client.mjs", vec![url, mode, decision.to_string()]).await
 }
 
 #[tokio::test]

@@ -6,9 +6,9 @@
 // Then tools/call, a refresh, and two concurrent refreshes with the same refresh token.
 // Usage: node broker-client.mjs <endpoint URL> [dcr|cimd:<document URL>] [allow|deny] [screenshot]
 // Prints one JSON summary line.
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { UnauthorizedError, refreshAuthorization, discoverAuthorizationServerMetadata } from "@modelcontextprotocol/sdk/client/auth.js";
+import { refreshAuthorization, discoverAuthorizationServerMetadata } from "@modelcontextprotocol/sdk/client/auth.js";
+import { authorize, session } from "./oauth-steps.mjs";
 import { chromium } from "playwright-core";
 
 const [url, mode = "dcr", decision = "allow", shot] = process.argv.slice(2);
@@ -73,29 +73,10 @@ class Provider {
   }
 }
 
-async function session(transport, label) {
-  const client = new Client({ name: "e2e-broker", version: "1.0.0" });
-  await client.connect(transport);
-  const tools = await client.listTools();
-  const res = await client.callTool({ name: "echo", arguments: { text: label } });
-  summary[label] = { tools: tools.tools.map((t) => t.name).sort(), echo: res.content?.[0]?.text };
-  await transport.terminateSession().catch(() => {});
-  await client.close();
-}
-
 try {
   const provider = new Provider();
-  let transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
-  try {
-    await new Client({ name: "e2e-broker", version: "1.0.0" }).connect(transport);
-    throw new Error("expected the first connect to need authorization");
-  } catch (e) {
-    if (!(e instanceof UnauthorizedError)) throw e;
-    summary.steps.push("401 -> authorization");
-  }
-  await transport.finishAuth(provider.code);
-  transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
-  await session(transport, "first");
+  let transport = await authorize(url, provider, "e2e-broker", summary);
+  await session(transport, "e2e-broker", "first", summary);
   summary.tokenPrefix = provider.tokens().access_token.slice(0, 4);
   summary.expiresIn = provider.tokens().expires_in;
 
@@ -124,7 +105,7 @@ try {
   summary.usedRefreshToken = old.refresh_token;
   summary.clientId = provider.clientInformation()?.client_id ?? cimdUrl;
   transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
-  await session(transport, "after-refresh");
+  await session(transport, "e2e-broker", "after-refresh", summary);
   console.log(JSON.stringify(summary));
 } catch (e) {
   console.error("broker client failed:", e?.stack || e);

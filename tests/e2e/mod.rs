@@ -71,10 +71,19 @@ pub(crate) async fn run_client_script(
     script: &'static str,
     url: String,
 ) -> Result<serde_json::Value, String> {
+    run_script(script, vec![url]).await
+}
+
+/// Run a script from tests/e2e with `args`; its JSON summary, or `Err` with its output when
+/// it failed.
+pub(crate) async fn run_script(
+    script: &'static str,
+    args: Vec<String>,
+) -> Result<serde_json::Value, String> {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(e2e_dir().join(script))
-            .arg(url)
+            .args(args)
             .output()
             .unwrap()
     })

@@ -3,9 +3,9 @@
 // with a cookie jar, since there is no browser) → token through the bridge → MCP calls.
 // Then a refresh through the bridge, and MCP calls with the refreshed token.
 // Usage: node oauth-client.mjs <endpoint URL> <client_id> <client_secret>
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { UnauthorizedError, refreshAuthorization, discoverAuthorizationServerMetadata } from "@modelcontextprotocol/sdk/client/auth.js";
+import { refreshAuthorization, discoverAuthorizationServerMetadata } from "@modelcontextprotocol/sdk/client/auth.js";
+import { authorize, session } from "./oauth-steps.mjs";
 
 const [url, clientId, clientSecret] = process.argv.slice(2);
 const REDIRECT = "http://127.0.0.1:9/callback";
@@ -60,29 +60,10 @@ class Provider {
   }
 }
 
-async function session(transport, label) {
-  const client = new Client({ name: "e2e-oauth", version: "1.0.0" });
-  await client.connect(transport);
-  const tools = await client.listTools();
-  const res = await client.callTool({ name: "echo", arguments: { text: label } });
-  summary[label] = { tools: tools.tools.map((t) => t.name).sort(), echo: res.content?.[0]?.text };
-  await transport.terminateSession().catch(() => {});
-  await client.close();
-}
-
 try {
   const provider = new Provider();
-  let transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
-  try {
-    await new Client({ name: "e2e-oauth", version: "1.0.0" }).connect(transport);
-    throw new Error("expected the first connect to need authorization");
-  } catch (e) {
-    if (!(e instanceof UnauthorizedError)) throw e;
-    summary.steps.push("401 -> authorization");
-  }
-  await transport.finishAuth(provider.code);
-  transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
-  await session(transport, "first");
+  let transport = await authorize(url, provider, "e2e-oauth", summary);
+  await session(transport, "e2e-oauth", "first", summary);
 
   // Refresh through the bridge's /token, then use the new access token.
   const origin = new URL(url).origin;
@@ -99,7 +80,7 @@ try {
   summary.refreshed = fresh.access_token !== old.access_token;
   provider.saveTokens(fresh);
   transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
-  await session(transport, "after-refresh");
+  await session(transport, "e2e-oauth", "after-refresh", summary);
   // The old refresh token was rotated away at tsidp (single use). Sent again within the
   // bridge's reuse window, the same request gets the same answer instead of a failure that
   // would log the user out (a client that refreshed twice).

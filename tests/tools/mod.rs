@@ -3,7 +3,7 @@
 //! (2026-07-28), `tailbridge tools pin` against both.
 
 use crate::common::*;
-use crate::e2e::{e2e_dir, start_sdk_server};
+use crate::e2e::start_sdk_server;
 use crate::mcp::start_py_server;
 use serde_json::Value;
 use std::process::Command;
@@ -30,22 +30,9 @@ fn write_pins(text: &str) -> std::path::PathBuf {
 }
 
 async fn pins_client(url: String, upstream: String) -> Value {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(e2e_dir().join("pins-client.mjs"))
-            .args([url, upstream])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    crate::e2e::run_script("pins-client.mjs", vec![url, upstream])
+        .await
+        .unwrap_or_else(|out| panic!("pins client failed: {out}"))
 }
 
 /// Pin the SDK server's tools, then run the changing-tool client through a bridge with

@@ -319,19 +319,10 @@ impl Documents {
             }))
             .user_agent(concat!("tailbridge/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &cfg.ca_root_file {
-            let err = |reason: String| CimdSetupError::CaRoot {
+            b = crate::tls::add_root_file(b, path).map_err(|reason| CimdSetupError::CaRoot {
                 path: path.display().to_string(),
                 reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(err("no PEM certificate in the file".into()));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+            })?;
         }
         Ok(Documents {
             http: b.build().map_err(CimdSetupError::Client)?,
@@ -473,14 +464,7 @@ fn classify(e: &reqwest::Error) -> CimdError {
         }
         src = s.source();
     }
-    let mut text = e.to_string();
-    let mut s = std::error::Error::source(e);
-    while let Some(inner) = s {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        s = inner.source();
-    }
-    CimdError::Fetch(text)
+    CimdError::Fetch(crate::tls::error_chain(e))
 }
 
 #[cfg(test)]

@@ -82,7 +82,8 @@ impl Reply {
         }
     }
 
-    fn oauth_error(status: u16, code: &str, description: &str) -> Reply {
+    /// An RFC 6749 §5.2 error answer: JSON, never cached.
+    pub fn oauth_error(status: u16, code: &str, description: &str) -> Reply {
         Reply::json(
             status,
             &json!({"error": code, "error_description": description}),
@@ -467,6 +468,32 @@ impl Broker {
             keys.sealing_kid(),
             cfg.key_files.len()
         );
+        Ok(Broker::assemble(
+            cfg,
+            keys,
+            idp,
+            origin,
+            allowed_clients,
+            endpoint_resources_only,
+            resources,
+            metrics,
+            recent,
+        )?)
+    }
+
+    /// The broker over loaded keys (also what [`Broker::for_tests`] builds).
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        cfg: BrokerConfig,
+        keys: KeyRing,
+        idp: Idp,
+        origin: String,
+        allowed_clients: Vec<String>,
+        endpoint_resources_only: bool,
+        resources: Vec<Resource>,
+        metrics: Arc<crate::observe::metrics::Metrics>,
+        recent: Arc<OauthEvents>,
+    ) -> Result<Broker, cimd::CimdSetupError> {
         let docs = cimd::Documents::new(cfg.cimd.clone(), cfg.max_redirect_uris)?;
         Ok(Broker {
             used_codes: moka::sync::Cache::builder()
@@ -540,30 +567,19 @@ impl Broker {
         };
         let metrics =
             Arc::new(crate::observe::metrics::Metrics::new().unwrap_or_else(|_| unreachable!()));
-        let docs = cimd::Documents::new(cfg.cimd.clone(), 10).unwrap_or_else(|_| unreachable!());
-        Broker {
-            used_codes: moka::sync::Cache::builder()
-                .time_to_live(cfg.code_ttl)
-                .build(),
-            refreshes: moka::future::Cache::builder()
-                .time_to_live(cfg.refresh_reuse_window)
-                .build(),
-            verified: verified_cache(),
-            dcr: KeyedLimiter::new(3.0 / 60.0, 3),
-            callbacks: KeyedLimiter::new(1.0, 20),
-            exchanges: tokio::sync::Semaphore::new(4),
-            allowed_clients: Vec::new(),
-            endpoint_resources_only: false,
+        // No CA file and a fixed config: building the fetch client cannot fail.
+        Broker::assemble(
+            cfg,
             keys,
-            docs,
             idp,
-            origin: origin.to_string(),
-            tls: origin.starts_with("https://"),
+            origin.to_string(),
+            Vec::new(),
+            false,
             resources,
             metrics,
-            recent: Arc::default(),
-            cfg,
-        }
+            Arc::default(),
+        )
+        .unwrap_or_else(|_| unreachable!())
     }
 
     fn om(&self) -> &OauthMetrics {
@@ -1735,14 +1751,7 @@ impl Broker {
 
     /// One call to tsidp's token endpoint as the bridge's own client. Never retried.
     async fn idp_token(&self, form: &[(&str, &str)]) -> Result<IdpTokens, IdpFailure> {
-        let url = self
-            .idp
-            .metadata
-            .get(&self.idp.http, self.idp.max_bytes)
-            .await
-            .ok()
-            .and_then(|m| m.get("token_endpoint")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{}/token", self.idp.issuer));
+        let url = self.idp_endpoint("token_endpoint", "token").await;
         let sent = self
             .idp
             .http
@@ -1812,39 +1821,23 @@ impl Broker {
     }
 
     async fn userinfo_claim(&self, access: &str, claim: &str) -> Option<Value> {
-        let url = self
-            .idp
-            .metadata
-            .get(&self.idp.http, self.idp.max_bytes)
-            .await
-            .ok()
-            .and_then(|m| m.get("userinfo_endpoint")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{}/userinfo", self.idp.issuer));
-        let resp = self
-            .idp
-            .http
-            .get(&url)
-            .bearer_auth(access)
-            .header("accept", JSON)
-            .timeout(self.idp.timeout)
-            .send()
-            .await;
-        let body = match resp {
-            Ok(r) if r.status().as_u16() == 200 => read_capped(r, self.idp.max_bytes).await.ok(),
-            Ok(r) => {
-                log::warn!(
-                    "broker: userinfo answered HTTP {}: no tool grants from the claim",
-                    r.status().as_u16()
-                );
-                None
-            }
+        let url = self.idp_endpoint("userinfo_endpoint", "userinfo").await;
+        let i = &self.idp;
+        match super::userinfo::fetch_claim(&i.http, &url, access, claim, i.max_bytes).await {
+            Ok(v) => v,
             Err(e) => {
-                log::warn!("broker: userinfo failed ({e}): no tool grants from the claim");
+                log::warn!("broker: {e}: no tool grants from the claim");
                 None
             }
-        }?;
-        let v: Value = serde_json::from_slice(&body).ok()?;
-        v.get(claim).cloned()
+        }
+    }
+
+    /// An endpoint from tsidp's metadata (`<issuer>/<fallback>` before it is known).
+    async fn idp_endpoint(&self, key: &str, fallback: &str) -> String {
+        let i = &self.idp;
+        i.metadata
+            .endpoint(&i.http, i.max_bytes, key, &i.issuer, fallback)
+            .await
     }
 
     /// Verify a broker access token for the endpoint at `endpoint_url`. Pure apart from the
